@@ -1,0 +1,42 @@
+# Two entry points (see README): `make reproduce` regenerates every figure and table at the
+# default profile; `make test` runs the unit tests and validates the notebooks with nbval.
+# Both build .venv on first use and refresh it when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PROFILE ?= default
+
+.PHONY: reproduce test lint bench data clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian's package when we are root on a Debian machine and it is missing;
+# elsewhere the loader finds data/ or downloads, or says how to get the data.
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) || \
+	  echo "note: could not install Debian's dataset-fashion-mnist; the loader will try data/ or a download"; \
+	fi
+
+reproduce: $(STAMP) data
+	$(VENV)/bin/lqtheory reproduce --profile $(PROFILE)
+
+test: $(STAMP) data
+	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
+	  --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py --quick
+
+clean-venv:
+	rm -rf $(VENV)
