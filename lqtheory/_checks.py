@@ -1,0 +1,69 @@
+"""Input validation shared by every public routine: errors name the offending argument."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def check_tensor(x, name: str, *, allow_empty: bool = True) -> torch.Tensor:
+    """A floating tensor with only finite entries."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if not allow_empty and x.numel() == 0:
+        raise ValueError(f"{name} is empty")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf entries")
+    return x
+
+
+def check_dim(x: torch.Tensor, dim: int, name: str = "w") -> int:
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+    if x.dim() == 0:
+        raise ValueError(f"{name} must have at least one dimension to reduce over")
+    if not -x.dim() <= dim < x.dim():
+        raise ValueError(f"dim={dim} is out of range for {name} with {x.dim()} dimension(s)")
+    return dim
+
+
+def check_mask(mask, x: torch.Tensor, name: str = "mask") -> torch.Tensor | None:
+    """``None`` or a boolean tensor of exactly ``x``'s shape, moved to ``x``'s device."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a boolean torch.Tensor or None, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{name} must have dtype torch.bool, got {mask.dtype}")
+    if mask.shape != x.shape:
+        raise ValueError(f"{name} has shape {tuple(mask.shape)} but the weights have shape {tuple(x.shape)}")
+    return mask.to(x.device)
+
+
+def check_exponent(value, name: str, *, low: float = 0.0, high: float = 1.0, high_inclusive: bool = True) -> float:
+    """A real number in ``(low, high]`` (or ``(low, high)``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    upper_ok = value <= high if high_inclusive else value < high
+    if not (math.isfinite(value) and value > low and upper_ok):
+        bracket = "]" if high_inclusive else ")"
+        raise ValueError(f"{name} must lie in ({low:g}, {high:g}{bracket}, got {value:g}")
+    return value
+
+
+def check_nonnegative(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value:g}")
+    return value
+
+
+def check_p_less_than_q(p: float, q: float) -> None:
+    if not p < q:
+        raise ValueError(f"p must be smaller than q (0 < p < q), got p={p:g}, q={q:g}")

@@ -1,0 +1,263 @@
+"""Sparsity indices of weight vectors (THEORY.md §1, S5): lq quasi-norms, PQ Index, SI, TSI, Gini.
+
+Every function reduces over ``dim`` of a tensor of any shape, so one call handles all the neurons of a
+layer (rows), all the filters of a conv weight (after flattening) or a whole network (a flat vector).
+An optional boolean ``mask`` (True = alive) excludes pruned entries; ``d`` is then the alive count of each
+unit. Nothing loops over units in Python, and everything runs on whichever device ``w`` lives on.
+
+Degenerate units (documented convention, never NaN): a unit with no alive entries (``d = 0``) or whose
+alive entries are all zero carries no evidence of sparsity, so it gets the value of a dense, uniform
+vector: PQI 0, SI 1, TSI ``d^(1-1/q)`` (1 when ``d = 0``), Gini 0, tail-mass ratio 0, lq norm 0,
+``si_implied_size`` and ``retained_count_bound`` ``d (1+η)^(...)`` (0 when ``d = 0``).
+These choices keep the identities ``SI = 1/(1 - I_{q,1})`` and ``TSI = d^(1-1/q) SI`` true everywhere,
+and make SAP leave such a unit alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lqtheory._checks import (
+    check_dim,
+    check_exponent,
+    check_mask,
+    check_nonnegative,
+    check_p_less_than_q,
+    check_tensor,
+)
+
+__all__ = [
+    "lq_norm",
+    "pq_index",
+    "sparsity_index",
+    "teacher_sparsity_index",
+    "gini_index",
+    "tail_mass_ratio",
+    "si_implied_size",
+    "retained_count_bound",
+    "alive_count",
+    "sort_magnitudes",
+]
+
+_MAX_EXPONENT = 1e6  # p or q above this is surely a mistake, and pow() overflows long before it
+
+
+def _prepare(w, dim: int, mask, name: str = "w"):
+    """Validate and return (w with pruned entries zeroed, mask or None, alive count in w's dtype)."""
+    check_tensor(w, name)
+    check_dim(w, dim, name)
+    mask = check_mask(mask, w)
+    if mask is None:
+        d = torch.full_like(w.select(dim, 0), float(w.shape[dim])) if w.shape[dim] else w.sum(dim)
+        return w, None, d
+    return w.masked_fill(~mask, 0), mask, mask.sum(dim).to(w.dtype)
+
+
+def alive_count(w: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``d`` of every unit: the number of alive entries along ``dim`` (in ``w``'s dtype)."""
+    return _prepare(w, dim, mask)[2]
+
+
+def _log_norm(w: torch.Tensor, q: float, dim: int) -> torch.Tensor:
+    """``log ||w||_q`` along ``dim`` (``-inf`` for a zero unit), without overflow for small q.
+
+    The fast path is one fused ``vector_norm`` pass. ``||w||_q`` itself can exceed the float range for
+    small q and large d (it grows like ``d^(1/q)``) while the ratios we need stay moderate, so units
+    that overflowed are recomputed in the log domain in float64.
+    """
+    norm = torch.linalg.vector_norm(w, ord=q, dim=dim)
+    if bool(torch.isinf(norm).any()):
+        sum_pow = w.abs().double().pow(q).sum(dim)
+        return (sum_pow.log() / q).to(w.dtype)
+    return norm.log()
+
+
+def lq_norm(w: torch.Tensor, q: float, dim: int = -1, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The lq (quasi-)norm ``||w||_q = (Σ_i |w_i|^q)^(1/q)`` of every unit [paper, §1].
+
+    For ``0 < q < 1`` it is a quasi-norm with ``||w||_q >= ||w||_1``; any finite ``q > 0`` is accepted
+    (``q = 2`` is the Euclidean norm used by SAP(1, 2)). Gradients are finite at zero entries (the
+    fused ``torch.linalg.vector_norm`` kernel defines them as 0, unlike ``w.abs().pow(q)``).
+    A unit with no alive entries has norm 0. The result can overflow to ``inf`` for tiny q and large
+    units (it grows like ``d^(1/q)``): use float64, or the ratio indices below, which stay finite.
+    """
+    q = check_exponent(q, "q", high=_MAX_EXPONENT)
+    w, _, _ = _prepare(w, dim, mask)
+    return torch.linalg.vector_norm(w, ord=q, dim=dim)
+
+
+def pq_index(
+    w: torch.Tensor, p: float = 0.5, q: float = 1.0, dim: int = -1, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """PQ Index ``I_{p,q}(w) = 1 - d^(1/q - 1/p) ||w||_p / ||w||_q`` with ``0 < p < q`` [paper: PQI].
+
+    Range ``[0, 1 - d^(1/q - 1/p)]``; larger means sparser. 0 for a uniform vector (and, by convention,
+    for units with no alive or no nonzero entries). Values a rounding error below 0 are clamped to 0.
+    """
+    p = check_exponent(p, "p", high=_MAX_EXPONENT)
+    q = check_exponent(q, "q", high=_MAX_EXPONENT)
+    check_p_less_than_q(p, q)
+    w, _, d = _prepare(w, dim, mask)
+    log_ratio = (1.0 / q - 1.0 / p) * d.clamp_min(1).log() + _log_norm(w, p, dim) - _log_norm(w, q, dim)
+    index = 1.0 - torch.exp(log_ratio)
+    degenerate = torch.isnan(index) | (d == 0)  # zero units: -inf - -inf
+    return torch.where(degenerate, torch.zeros_like(index), index.clamp_min(0.0))
+
+
+def sparsity_index(
+    w: torch.Tensor, q: float = 0.5, dim: int = -1, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Sparsity index ``SI(w) = d^(1/q - 1) ||w||_1 / ||w||_q``, ``0 < q <= 1`` [paper].
+
+    Range ``[1, d^(1/q - 1)]``; larger means sparser; ``SI = 1 / (1 - I_{q,1}(w))``. Degenerate units: 1.
+    """
+    q = check_exponent(q, "q")
+    w, _, d = _prepare(w, dim, mask)
+    log_si = (1.0 / q - 1.0) * d.clamp_min(1).log() + _log_norm(w, 1.0, dim) - _log_norm(w, q, dim)
+    si = torch.exp(log_si)
+    degenerate = torch.isnan(si) | (d == 0)
+    return torch.where(degenerate, torch.ones_like(si), si.clamp_min(1.0))
+
+
+def teacher_sparsity_index(
+    w: torch.Tensor, q: float = 0.5, dim: int = -1, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Teacher sparsity index ``TSI(w) = ||w||_1 / ||w||_q``, ``0 < q <= 1`` [paper].
+
+    Range ``[d^(1 - 1/q), 1]``, equal to 1 iff ``w`` is 1-sparse; larger means sparser.
+    ``TSI = d^(1 - 1/q) SI``. Degenerate units: ``d^(1 - 1/q)`` (1 when ``d = 0``).
+    """
+    q = check_exponent(q, "q")
+    w, _, d = _prepare(w, dim, mask)
+    tsi = torch.exp(_log_norm(w, 1.0, dim) - _log_norm(w, q, dim))
+    floor = d.clamp_min(1).pow(1.0 - 1.0 / q)
+    return torch.where(torch.isnan(tsi), floor, tsi.clamp(max=1.0))
+
+
+def sort_magnitudes(
+    w: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None, descending: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Magnitudes ``|w|`` sorted along ``dim``, and their indices, with a device-independent order.
+
+    Ties go to the lower index first (a stable sort; ``torch.topk`` breaks ties differently on CPU and
+    CUDA, which would make masks depend on the device). Masked entries come last in either direction
+    and carry the value 0 in the sorted magnitudes.
+    """
+    check_tensor(w, "w")
+    check_dim(w, dim)
+    mask = check_mask(mask, w)
+    key = w.abs()
+    if mask is not None:
+        key = key.masked_fill(~mask, float("-inf") if descending else float("inf"))
+    values, indices = torch.sort(key, dim=dim, descending=descending, stable=True)
+    if mask is not None:
+        values = values.masked_fill(torch.isinf(values), 0.0)
+    return values, indices
+
+
+def gini_index(w: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Gini index ``G = Σ_k (2k - N - 1) |w|_(k) / (N Σ_i |w_i|)``, magnitudes sorted ascending [paper].
+
+    ``N = d`` alive entries; range ``[0, 1 - 1/N]``; larger means sparser. Degenerate units: 0.
+    Costs one sort along ``dim``.
+    """
+    w, mask, d = _prepare(w, dim, mask)
+    magnitudes = w.abs()  # masked entries are 0 here and sort first, with the alive zeros
+    ascending = torch.sort(magnitudes, dim=dim).values
+    n = magnitudes.shape[dim]
+    position_shape = [1] * magnitudes.dim()
+    position_shape[dim] = n
+    positions = torch.arange(1, n + 1, dtype=w.dtype, device=w.device).view(position_shape)
+    # An alive entry at sorted position k has alive rank k - (#masked); zeros contribute nothing anyway.
+    n_masked = n - d
+    total = magnitudes.sum(dim)
+    weighted = (ascending * positions).sum(dim) - n_masked * total
+    gini = (2.0 * weighted - (d + 1.0) * total) / (d * total)
+    return torch.where((total > 0) & (d > 0), gini, torch.zeros_like(gini))
+
+
+def _as_per_unit(value, name: str, like: torch.Tensor, *, integer: bool) -> torch.Tensor:
+    """A scalar or a tensor broadcastable to the reduced shape ``like``."""
+    if isinstance(value, torch.Tensor):
+        if integer and value.is_floating_point() and not bool((value == value.round()).all()):
+            raise ValueError(f"{name} must hold whole numbers")
+        if value.numel() and not bool(torch.isfinite(value.double()).all()):
+            raise ValueError(f"{name} contains NaN or Inf entries")
+        try:
+            value = torch.broadcast_to(value.to(like.device), like.shape)
+        except RuntimeError as err:
+            raise ValueError(
+                f"{name} of shape {tuple(value.shape)} does not broadcast to the units' shape {tuple(like.shape)}"
+            ) from err
+        return value
+    if integer:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int or an integer tensor, got {type(value).__name__}")
+        return torch.full(like.shape, value, dtype=torch.long, device=like.device)
+    value = check_nonnegative(value, name)
+    return torch.full(like.shape, value, dtype=like.dtype, device=like.device)
+
+
+def tail_mass_ratio(
+    w: torch.Tensor, r, p: float = 0.5, dim: int = -1, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Tail-mass ratio ``η_r = Σ_{i∉M_r} |w_i|^p / Σ_{i∈M_r} |w_i|^p``, ``M_r`` the top-r entries [paper].
+
+    ``r >= 1`` is an int or a per-unit integer tensor; ``r >= d`` gives 0. Degenerate units: 0.
+    """
+    p = check_exponent(p, "p", high=_MAX_EXPONENT)
+    w, mask, d = _prepare(w, dim, mask)
+    r = _as_per_unit(r, "r", d, integer=True)
+    if bool((r < 1).any()):
+        raise ValueError("r must be >= 1 (the top set M_r would be empty)")
+    powered = sort_magnitudes(w, dim, mask)[0].pow(p)
+    cumulative = powered.cumsum(dim)
+    last = cumulative.shape[dim] - 1
+    dim = dim % w.dim()
+    head_index = (r.clamp(max=last + 1) - 1).unsqueeze(dim)
+    head = cumulative.gather(dim, head_index).squeeze(dim)
+    total = cumulative.select(dim, last) if last >= 0 else torch.zeros_like(d)
+    eta = (total - head) / head
+    return torch.where(head > 0, eta.clamp_min(0.0), torch.zeros_like(eta))
+
+
+def si_implied_size(
+    w: torch.Tensor, q: float = 0.5, eta=0.0, dim: int = -1, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """SI-implied size ``m(w) = (1+η)^(-1/(1-q)) (||w||_q / ||w||_1)^(q/(1-q))``, ``0 < q < 1`` [paper].
+
+    In ``[1, d]`` at ``η = 0``; at ``q = 1/2, η = 0`` it is ``(Σ√|w_i|)² / Σ|w_i|``. Real-valued, not
+    rounded. Equals ``(1+η)^(-1/(1-q)) TSI^(-q/(1-q))``, so degenerate units get ``d (1+η)^(-1/(1-q))``.
+    """
+    q = check_exponent(q, "q", high=1.0, high_inclusive=False)
+    tsi = teacher_sparsity_index(w, q, dim, mask)
+    d = alive_count(w, dim, mask)
+    eta = _as_per_unit(eta, "eta", tsi, integer=False).to(tsi.dtype)
+    if bool((eta < 0).any()):
+        raise ValueError("eta must be >= 0")
+    size = (1.0 + eta).pow(-1.0 / (1.0 - q)) * tsi.pow(-q / (1.0 - q))
+    return torch.where(d > 0, size, torch.zeros_like(size))
+
+
+def retained_count_bound(
+    w: torch.Tensor,
+    p: float = 0.5,
+    q: float = 1.0,
+    eta=0.0,
+    dim: int = -1,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Right-hand side of S5: ``d (1+η)^(-q/(q-p)) (1 - I_{p,q}(w))^(qp/(q-p))`` [paper: PQI Thm 2].
+
+    Every ``r`` whose top-r tail-mass ratio is ``η_r`` satisfies ``r >= `` this value. Real-valued (SAP
+    rounds it up). ``eta`` is a number or a per-unit tensor ``>= 0``.
+    """
+    p = check_exponent(p, "p", high=_MAX_EXPONENT)
+    q = check_exponent(q, "q", high=_MAX_EXPONENT)
+    check_p_less_than_q(p, q)
+    index = pq_index(w, p, q, dim, mask)
+    d = alive_count(w, dim, mask)
+    eta = _as_per_unit(eta, "eta", index, integer=False).to(index.dtype)
+    if bool((eta < 0).any()):
+        raise ValueError("eta must be >= 0")
+    return d * (1.0 + eta).pow(-q / (q - p)) * (1.0 - index).pow(q * p / (q - p))
