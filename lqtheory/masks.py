@@ -216,8 +216,8 @@ class Mask(Mapping[str, torch.Tensor]):
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for truncated/foreign files
             raise ValueError(
-                f"{path} is not a readable mask file (corrupt, or not written by Mask.save): "
-                f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+                f"{path} is not a readable mask file (corrupt, or not written by Mask.save); "
+                f"torch.load raised {type(err).__name__}"
             ) from err
         if not isinstance(payload, dict):
             raise ValueError(f"{path} does not hold a dict of name -> bool tensor (found {type(payload).__name__})")
