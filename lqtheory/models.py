@@ -226,9 +226,7 @@ def mlp_weights(model: nn.Module) -> list[torch.Tensor]:
 
 def mlp_biases(model: nn.Module) -> list[torch.Tensor]:
     """``[b_1, ..., b_L, c]`` matching :func:`mlp_weights`; a layer without bias gives zeros."""
-    return [
-        lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features) for lin in _mlp_linears(model)
-    ]
+    return [lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features) for lin in _mlp_linears(model)]
 
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
