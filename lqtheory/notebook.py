@@ -1,0 +1,902 @@
+"""What every notebook calls: parameters, profiles, figures, tables and claims.
+
+A notebook has three fixed opening cells (see ``notebooks/README.md``):
+
+1. markdown: title, the claim(s) it checks and their provenance ([paper] / [derived]);
+2. code tagged ``parameters``: literals only: ``profile = "ci"``, ``device = "auto"``, ``seed = 0`` and
+   the notebook's own parameters, each ``None`` meaning "take it from the profile";
+3. code: ``run = setup("<notebook name>", globals(), profiles=PROFILES)``.
+
+:func:`setup` validates the parameters (unknown names injected by papermill are an error, not
+papermill's warning), merges the profile's values with explicit overrides, seeds everything, fixes the
+plotting style, silences progress bars and warnings when nobody is watching (papermill, nbval, CI) so
+that compared outputs stay stable, and returns a :class:`Run` that saves byte-stable figures and tables
+and records claims in ``<figures dir>/claims/<notebook>.json``, the file the claims ledger and
+``lqtheory reproduce`` read.
+
+Heavy libraries (torch, matplotlib, pandas, seaborn) are imported lazily, so ``lqtheory.reproduce`` can
+use this module's constants and :func:`check_notebook` cheaply.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import json
+import math
+import numbers
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+KNOWN_PROFILES = ("ci", "default", "paper")
+COMMON_PARAMETERS = ("profile", "device", "seed")
+CLAIM_KINDS = ("theorem", "empirical")
+PROVENANCES = ("paper", "derived")
+
+ENV_FIGURES = "LQTHEORY_FIGURES"  # replaces <repo>/figures as the root of every profile's folder
+ENV_PROGRESS = "LQTHEORY_PROGRESS"  # "0" / "1": progress bars off / on, whatever the detection says
+ENV_BATCH = "LQTHEORY_BATCH"  # "1" / "0": force batch (non-interactive) / interactive behaviour
+
+# papermill's injected cell starts with this comment (papermill.translators.Translator.codify).
+INJECTED_HEADER = "# Parameters"
+PNG_DPI = 120
+PNG_METADATA = {"Software": None}
+PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
+FLOATFMT = ".4g"
+CSV_FLOAT_FORMAT = "%.8g"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_VERDICT_WORDS = {"holds": "HOLDS", "does not hold": "DOES NOT HOLD", "does not reproduce": "DOES NOT REPRODUCE"}
+# Absolute paths differ per machine; committed outputs must not contain them.
+_MACHINE_PATH_RE = re.compile(r"(?<![\w.])(/(home|tmp|work|Users|root|var|private|opt)/|[A-Za-z]:\\)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Locations
+
+
+def repo_root() -> Path:
+    """The repository root (the folder holding ``pyproject.toml``), else the current directory."""
+    here = Path(__file__).resolve().parents[1]
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+
+
+def figures_root() -> Path:
+    """``$LQTHEORY_FIGURES`` when set, else ``<repo>/figures``."""
+    env = os.environ.get(ENV_FIGURES)
+    return Path(env).expanduser().resolve() if env else repo_root() / "figures"
+
+
+def figures_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
+    """Output folder of a profile: the root itself for ``default``, ``<root>/<profile>`` otherwise."""
+    _check_profile(profile)
+    base = Path(root).expanduser().resolve() if root is not None else figures_root()
+    return base if profile == "default" else base / profile
+
+
+def claims_path(notebook: str, profile: str, root: str | os.PathLike | None = None) -> Path:
+    """Where a notebook's claims record lives: ``<figures dir>/claims/<notebook>.json``."""
+    _check_name(notebook, "notebook")
+    return figures_dir(profile, root) / "claims" / f"{notebook}.json"
+
+
+# ----------------------------------------------------------------------------------------------
+# Batch detection, progress, style
+
+
+def _history(namespace: Mapping[str, Any] | None) -> list[str]:
+    if not namespace:
+        return []
+    hist = namespace.get("In", namespace.get("_ih", []))
+    return [h for h in hist if isinstance(h, str)] if isinstance(hist, (list, tuple)) else []
+
+
+def _injected_cells(namespace: Mapping[str, Any] | None) -> list[str]:
+    return [h for h in _history(namespace) if h.lstrip().startswith(INJECTED_HEADER)]
+
+
+def _env_flag(name: str) -> bool | None:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return None
+
+
+def is_batch(namespace: Mapping[str, Any] | None = None) -> bool:
+    """True when nobody watches the outputs: papermill, nbval/pytest, CI or a plain script.
+
+    ``$LQTHEORY_BATCH`` (1/0) overrides the detection. Inside a Jupyter kernel with none of these
+    signals the session is interactive.
+    """
+    forced = _env_flag(ENV_BATCH)
+    if forced is not None:
+        return forced
+    if _injected_cells(namespace) or "PYTEST_CURRENT_TEST" in os.environ or _env_flag("CI"):
+        return True
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with ipykernel
+        return True
+    shell = get_ipython()
+    return shell is None or type(shell).__name__ != "ZMQInteractiveShell"
+
+
+def progress_enabled(namespace: Mapping[str, Any] | None = None) -> bool:
+    """Whether tqdm bars should be drawn: ``$LQTHEORY_PROGRESS`` (0/1) if set, else interactive only."""
+    forced = _env_flag(ENV_PROGRESS)
+    return forced if forced is not None else not is_batch(namespace)
+
+
+def apply_style() -> None:
+    """The one plotting style of the project (seaborn whitegrid, colour-blind palette, fixed sizes)."""
+    import matplotlib as mpl
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font="DejaVu Sans")
+    mpl.rcParams.update(
+        {
+            "figure.figsize": (6.4, 4.0),
+            "figure.dpi": 100,
+            "savefig.dpi": PNG_DPI,
+            "savefig.bbox": "tight",
+            "savefig.pad_inches": 0.05,
+            "pdf.fonttype": 42,  # embed TrueType: text stays selectable, files stay small
+            "svg.hashsalt": "lqtheory",  # deterministic SVG ids
+            "axes.titlesize": "medium",
+            "legend.fontsize": "small",
+            "legend.frameon": True,
+            "image.cmap": "viridis",
+        }
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Formatting helpers
+
+
+def format_number(x: Any, fmt: str = ".3g") -> str:
+    """A scalar (Python, NumPy or 0-d torch) as a short, rounded, stable string."""
+    if hasattr(x, "item") and callable(x.item):
+        x = x.item()
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, numbers.Integral):
+        return str(int(x))
+    if isinstance(x, numbers.Real):
+        x = float(x)
+        if math.isnan(x):
+            return "nan"
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        text = format(x, fmt)
+        return "0" if text in ("-0", "0") else text
+    return str(x)
+
+
+def format_measured(measured: Any) -> str:
+    """``str`` as is; a number rounded to 3 significant digits; a mapping as ``"key value, ..."``."""
+    if isinstance(measured, str):
+        return measured
+    if isinstance(measured, Mapping):
+        return ", ".join(f"{k} {format_number(v)}" for k, v in measured.items())
+    return format_number(measured)
+
+
+def _format_cell(value: Any, floatfmt: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, (numbers.Real, bool)) or hasattr(value, "item"):
+        return format_number(value, floatfmt)
+    return str(value)
+
+
+def _formatted_frame(df, floatfmt: str, index: bool):
+    """A copy of ``df`` with every cell a rounded string (the index becomes columns if kept)."""
+    frame = df.reset_index() if index else df
+    out = frame.copy()
+    for col in frame.columns:
+        out[col] = [_format_cell(v, floatfmt) for v in frame[col].tolist()]
+    return out
+
+
+def markdown_table(df, floatfmt: str = FLOATFMT, index: bool = False) -> str:
+    """A GitHub-flavoured Markdown table; numbers right-aligned and rounded with ``floatfmt``."""
+    import pandas as pd
+
+    frame = _formatted_frame(df, floatfmt, index)
+    source = df.reset_index() if index else df
+    numeric = [pd.api.types.is_numeric_dtype(source[c]) and not pd.api.types.is_bool_dtype(source[c])
+               for c in source.columns]
+    headers = [str(c) for c in frame.columns]
+    rows = [[str(v).replace("|", "\\|") for v in row] for row in frame.itertuples(index=False)]
+    widths = [max([len(h)] + [len(r[i]) for r in rows] + [3]) for i, h in enumerate(headers)]
+
+    def line(cells):
+        padded = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True)]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
+                          for w, num in zip(widths, numeric, strict=True)) + "|"
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)]) + "\n"
+
+
+def latex_table(df, floatfmt: str = FLOATFMT, index: bool = False) -> str:
+    """A booktabs ``tabular`` (no float environment), numbers rounded with ``floatfmt``."""
+    import pandas as pd
+
+    frame = _formatted_frame(df, floatfmt, index)
+    source = df.reset_index() if index else df
+    align = "".join("r" if pd.api.types.is_numeric_dtype(source[c]) else "l" for c in source.columns)
+
+    def esc(text: str) -> str:
+        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
+                     ("_", r"\_"), ("{", r"\{"), ("}", r"\}")):
+            text = text.replace(a, b)
+        return text
+
+    lines = [rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(esc(str(c)) for c in frame.columns) + r" \\",
+             r"\midrule"]
+    lines += [" & ".join(esc(str(v)) for v in row) + r" \\" for row in frame.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and ``os.replace``: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def read_claims(path: str | os.PathLike) -> dict:
+    """A claims record written by :meth:`Run.claim` (``{"notebook", "profile", "claims", ...}``)."""
+    with open(path, encoding="utf-8") as fh:
+        record = json.load(fh)
+    if not isinstance(record, dict) or not isinstance(record.get("claims"), list):
+        raise ValueError(f"{path} is not a claims record (no 'claims' list)")
+    return record
+
+
+def collect_claims(folder: str | os.PathLike, expected: Iterable[str] = (), exclude: Iterable[str] = ()):
+    """All claims under ``<folder>/claims/*.json`` as one table, plus the expected notebooks without a file.
+
+    Returns ``(table, missing)``: a ``pandas.DataFrame`` with columns ``id, statement, provenance,
+    kind, notebook, measured, verdict`` (sorted by notebook, then recording order) and the sorted
+    list of names in ``expected`` whose record is absent.
+    """
+    import pandas as pd
+
+    claims_folder = Path(folder) / "claims"
+    exclude = set(exclude)
+    rows, present = [], set()
+    for path in sorted(claims_folder.glob("*.json")) if claims_folder.is_dir() else []:
+        if path.stem in exclude:
+            continue
+        record = read_claims(path)
+        notebook = record.get("notebook", path.stem)
+        present.add(notebook)
+        for c in record["claims"]:
+            rows.append(
+                {
+                    "id": c["id"],
+                    "statement": c["statement"],
+                    "provenance": f"[{c['provenance']}]",
+                    "kind": c["kind"],
+                    "notebook": notebook,
+                    "measured": c["measured"],
+                    "verdict": c["verdict"],
+                }
+            )
+    columns = ["id", "statement", "provenance", "kind", "notebook", "measured", "verdict"]
+    missing = sorted(set(expected) - present - exclude)
+    return pd.DataFrame(rows, columns=columns), missing
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+
+
+def _check_name(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"{what} must be a plain file stem (letters, digits, _ . -), got {name!r}")
+    return name
+
+
+def _check_profile(profile: Any) -> str:
+    if profile not in KNOWN_PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(KNOWN_PROFILES)}; got {profile!r}")
+    return profile
+
+
+def _check_profiles_table(profiles: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(profiles, Mapping):
+        raise TypeError(f"profiles must be a dict mapping each of {KNOWN_PROFILES} to a dict, got "
+                        f"{type(profiles).__name__}")
+    if set(profiles) != set(KNOWN_PROFILES):
+        raise ValueError(f"profiles must have exactly the keys {', '.join(KNOWN_PROFILES)}; got "
+                         f"{', '.join(map(repr, profiles)) or 'none'}")
+    keys = None
+    for name in KNOWN_PROFILES:
+        table = profiles[name]
+        if not isinstance(table, Mapping):
+            raise TypeError(f"profiles[{name!r}] must be a dict of parameter values, got {type(table).__name__}")
+        for key in table:
+            if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+                raise ValueError(f"profiles[{name!r}] has a key {key!r} that is not a public Python name")
+            if key in COMMON_PARAMETERS:
+                raise ValueError(f"profiles[{name!r}] sets {key!r}, a common parameter given in the parameters "
+                                 "cell; remove it from the profile table")
+        if keys is None:
+            keys = set(table)
+        elif set(table) != keys:
+            diff = sorted(keys ^ set(table))
+            raise ValueError(f"every profile must set the same parameters; profiles[{name!r}] differs on "
+                             f"{', '.join(diff)}")
+    return {name: dict(profiles[name]) for name in KNOWN_PROFILES}
+
+
+def _coerce_override(name: str, value: Any, reference: Any) -> Any:
+    """An explicit parameter value checked against the profile's value for the same name."""
+    if reference is None or value is None:
+        return value
+    if isinstance(reference, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(reference, numbers.Integral):
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    elif isinstance(reference, numbers.Real):
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(reference, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+        value = type(reference)(value) if ok else value
+    else:
+        ok = isinstance(value, type(reference))
+    if not ok:
+        raise TypeError(f"parameter {name!r} must be a {type(reference).__name__} like the profile's value "
+                        f"{reference!r}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _assigned_names(source: str) -> list[str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.append(node.target.id)
+    return names
+
+
+# ----------------------------------------------------------------------------------------------
+# The run object
+
+
+class Table:
+    """A rounded table for display: plain text and HTML without the index (stable, compared by nbval)."""
+
+    def __init__(self, frame):
+        self.frame = frame
+
+    def __repr__(self) -> str:
+        return self.frame.to_string(index=False)
+
+    def _repr_html_(self) -> str:
+        return self.frame.to_html(index=False, border=0)
+
+
+class Saved(tuple):
+    """Paths of the files one artifact was written to; its repr is stable (no machine-specific paths)."""
+
+    def __new__(cls, name: str, paths: Iterable[Path]):
+        obj = super().__new__(cls, tuple(paths))
+        obj.name = name
+        return obj
+
+    def __repr__(self) -> str:
+        suffixes = ",".join(p.suffix.lstrip(".") for p in self)
+        return f"<saved {self.name}.{{{suffixes}}}>"
+
+
+class Run:
+    """A notebook's resolved parameters and its output helpers. Build it with :func:`setup`."""
+
+    def __init__(self, notebook: str, profile: str, device, seed: int, params: dict[str, Any],
+                 batch: bool, progress: bool, figures: Path):
+        self.notebook = notebook
+        self.profile = profile
+        self.device = device
+        self.seed = seed
+        self.params = MappingProxyType(dict(params))
+        self.batch = batch
+        self.progress_enabled = progress
+        self.figures_dir = figures
+        self.claims_path = figures / "claims" / f"{notebook}.json"
+        self._claims: dict[str, dict[str, Any]] = {}
+        self._artifacts: list[str] = []
+        self._write_record()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: expose parameters as attributes.
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or parameter {name!r}")
+
+    def __repr__(self) -> str:
+        return f"<Run {self.notebook} profile={self.profile} seed={self.seed}>"
+
+    # -- randomness and progress -------------------------------------------------------------
+
+    def generator(self, stream: int = 0):
+        """A CPU ``torch.Generator`` seeded from (seed, stream): draws that do not depend on cell order.
+
+        Draw on the CPU and move to ``run.device`` so every device sees the same numbers.
+        """
+        import torch
+
+        digest = hashlib.sha256(f"{self.notebook}:{self.seed}:{int(stream)}".encode()).hexdigest()
+        return torch.Generator(device="cpu").manual_seed(int(digest[:15], 16))
+
+    def progress(self, iterable: Iterable | None = None, **kwargs):
+        """``tqdm`` over ``iterable``, switched off in batch runs (papermill, nbval, CI)."""
+        from tqdm.auto import tqdm
+
+        kwargs.setdefault("disable", not self.progress_enabled)
+        return tqdm(iterable, **kwargs)
+
+    # -- figures and tables ------------------------------------------------------------------
+
+    def _artifact(self, filename: str) -> None:
+        if filename not in self._artifacts:
+            self._artifacts.append(filename)
+            self._write_record()
+
+    def save_figure(self, fig, name: str, *, show: bool = True) -> Saved:
+        """Save ``fig`` as ``<figures dir>/<name>.png`` and ``.pdf``, byte-stable, then close it.
+
+        Metadata that embeds versions or dates is stripped and the dpi is fixed, so saving the same
+        figure twice gives identical bytes. With ``show`` the figure is displayed: live when
+        interactive, as the saved PNG in batch runs (nbval does not compare images).
+        """
+        import matplotlib.pyplot as plt
+
+        _check_name(name, "figure name")
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        png = self.figures_dir / f"{name}.png"
+        pdf = self.figures_dir / f"{name}.pdf"
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=PNG_DPI, metadata=PNG_METADATA)
+        png_bytes = buf.getvalue()
+        _atomic_write_bytes(png, png_bytes)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="pdf", metadata=PDF_METADATA)
+        _atomic_write_bytes(pdf, buf.getvalue())
+        if show:
+            from IPython.display import Image, display
+
+            if self.batch:
+                display(Image(data=png_bytes, format="png"))
+            else:
+                display(fig)
+        plt.close(fig)
+        self._artifact(png.name)
+        self._artifact(pdf.name)
+        return Saved(name, (png, pdf))
+
+    def save_table(self, df, name: str, *, floatfmt: str = FLOATFMT, index: bool = False, latex: bool = False,
+                   show: bool = True) -> Saved:
+        """Save ``df`` as CSV (8 significant digits) and Markdown (``floatfmt``), optionally LaTeX.
+
+        With ``show`` a copy rounded with ``floatfmt`` is displayed, never the raw floats.
+        """
+        import pandas as pd
+
+        _check_name(name, "table name")
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"df must be a pandas.DataFrame, got {type(df).__name__}")
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        csv = self.figures_dir / f"{name}.csv"
+        md = self.figures_dir / f"{name}.md"
+        _atomic_write_text(csv, df.to_csv(index=index, float_format=CSV_FLOAT_FORMAT, lineterminator="\n"))
+        _atomic_write_text(md, markdown_table(df, floatfmt, index))
+        paths = [csv, md]
+        if latex:
+            tex = self.figures_dir / f"{name}.tex"
+            _atomic_write_text(tex, latex_table(df, floatfmt, index))
+            paths.append(tex)
+        for p in paths:
+            self._artifact(p.name)
+        if show:
+            from IPython.display import display
+
+            display(Table(_formatted_frame(df, floatfmt, index)))
+        return Saved(name, paths)
+
+    # -- claims ------------------------------------------------------------------------------
+
+    def claim(self, claim_id: str, statement: str, provenance: str, measured: Any, holds: Any,
+              kind: str = "theorem") -> None:
+        """Record a checked statement and print its one-line verdict.
+
+        ``kind="theorem"``: a [derived] or [paper] mathematical statement; if it does not hold the
+        claim is recorded and an ``AssertionError`` is raised (a violated theorem is a bug).
+        ``kind="empirical"``: an experimental claim of the paper; if it does not hold it is recorded
+        and reported as DOES NOT REPRODUCE (a finding, not an error).
+        ``measured`` is the evidence: a short string, a number (rounded to 3 digits) or a mapping.
+        """
+        if not isinstance(claim_id, str) or not claim_id.strip() or any(ch in claim_id for ch in "[]\n"):
+            raise ValueError(f"claim_id must be a short non-empty label without brackets, got {claim_id!r}")
+        if not isinstance(statement, str) or not statement.strip() or "\n" in statement:
+            raise ValueError("statement must be a non-empty one-line string")
+        prov = provenance.strip().strip("[]").lower() if isinstance(provenance, str) else provenance
+        if prov not in PROVENANCES:
+            raise ValueError(f"provenance must be '[paper]' or '[derived]', got {provenance!r}")
+        if kind not in CLAIM_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(CLAIM_KINDS)}, got {kind!r}")
+        if hasattr(holds, "numel") and holds.numel() != 1:
+            raise ValueError("holds must be a single truth value; reduce the tensor (e.g. .all()) first")
+        if hasattr(holds, "item"):
+            holds = holds.item()
+        if not isinstance(holds, bool):
+            raise TypeError(f"holds must be a bool (or a one-element bool array/tensor), got {type(holds).__name__}")
+        measured_text = format_measured(measured)
+        if holds:
+            verdict = "holds"
+        else:
+            verdict = "does not hold" if kind == "theorem" else "does not reproduce"
+        self._claims[claim_id] = {
+            "id": claim_id,
+            "statement": statement.strip(),
+            "provenance": prov,
+            "kind": kind,
+            "measured": measured_text,
+            "holds": holds,
+            "verdict": verdict,
+        }
+        self._write_record()
+        line = f"[{claim_id}] {_VERDICT_WORDS[verdict]} — {statement.strip()}"
+        if measured_text:
+            line += f" ({measured_text})"
+        print(line, flush=True)
+        if not holds and kind == "theorem":
+            raise AssertionError(f"theorem claim {claim_id} does not hold: {statement.strip()} ({measured_text})")
+
+    @property
+    def claims(self) -> list[dict[str, Any]]:
+        """The claims recorded so far in this run, in recording order."""
+        return [dict(c) for c in self._claims.values()]
+
+    def _write_record(self) -> None:
+        record = {
+            "notebook": self.notebook,
+            "profile": self.profile,
+            "seed": self.seed,
+            "parameters": dict(self.params),
+            "claims": list(self._claims.values()),
+            "artifacts": list(self._artifacts),
+        }
+        _atomic_write_text(self.claims_path, _json_text(record))
+
+
+# ----------------------------------------------------------------------------------------------
+# setup
+
+
+def setup(notebook: str, namespace: Mapping[str, Any], profiles: Mapping[str, Mapping[str, Any]]) -> Run:
+    """Validate a notebook's parameters and prepare its run; call it in the third cell.
+
+    ``namespace`` is the notebook's ``globals()``. Declared parameters are ``profile``, ``device``,
+    ``seed`` and the keys of ``profiles`` (``{"ci": {...}, "default": {...}, "paper": {...}}``, all
+    with the same keys); each must be assigned in the parameters cell, the notebook-specific ones to
+    ``None`` ("take it from the profile"). A non-``None`` value is an explicit override and wins.
+    A name papermill injected that is not declared is an error (papermill itself only warns).
+    """
+    _check_name(notebook, "notebook")
+    if not isinstance(namespace, Mapping):
+        raise TypeError(f"namespace must be the notebook's globals() dict, got {type(namespace).__name__}")
+    table = _check_profiles_table(profiles)
+    own = list(table["ci"])
+    declared = set(COMMON_PARAMETERS) | set(own)
+
+    # papermill's injected cell(s) ran before us and are in IPython's input history.
+    injected = {n for cell in _injected_cells(namespace) for n in _assigned_names(cell)}
+    unknown = sorted(injected - declared)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} passed to notebook {notebook}; "
+                         f"it declares: {', '.join(COMMON_PARAMETERS + tuple(own))}")
+    missing = [n for n in (*COMMON_PARAMETERS, *own) if n not in namespace]
+    if missing:
+        raise ValueError(f"parameter(s) {', '.join(map(repr, missing))} of notebook {notebook} are not assigned; "
+                         "the parameters cell must assign profile, device, seed and every profile key (= None)")
+
+    profile = _check_profile(namespace["profile"])
+    seed = namespace["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = int(seed)
+    from lqtheory.device import resolve_device, set_determinism
+
+    device = resolve_device(namespace["device"])
+
+    params = {}
+    for name in own:
+        value = namespace[name]
+        params[name] = table[profile][name] if value is None else _coerce_override(name, value, table[profile][name])
+
+    batch = is_batch(namespace)
+    progress = progress_enabled(namespace)
+    if not progress:
+        # Package code (training loops) reads this too, so its bars stay off in compared outputs.
+        os.environ.setdefault(ENV_PROGRESS, "0")
+    if batch:
+        # stderr is compared by nbval: warnings would make outputs depend on library versions.
+        warnings.simplefilter("ignore")
+        import matplotlib.pyplot as plt
+
+        plt.switch_backend("Agg")
+    apply_style()
+    set_determinism(seed)
+
+    run = Run(notebook, profile, device, seed, params, batch, progress, figures_dir(profile))
+    shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+    print(f"{notebook}: profile {profile}, seed {seed}" + (f"; {shown}" if shown else ""), flush=True)
+    return run
+
+
+# ----------------------------------------------------------------------------------------------
+# Static checks of a notebook file (used by the tests and by `lqtheory reproduce` before running)
+
+
+def _literal(node: ast.AST) -> Any:
+    """``ast.literal_eval`` plus ``dict(key=literal, ...)`` calls; raises ValueError otherwise."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        if any(k.arg is None for k in node.keywords):
+            raise ValueError("dict(**...) is not a literal")
+        return {k.arg: _literal(k.value) for k in node.keywords}
+    if isinstance(node, ast.Dict):
+        if any(k is None for k in node.keys):
+            raise ValueError("{**...} is not a literal")
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values, strict=True)}
+    return ast.literal_eval(node)
+
+
+def parameters_cell(nb) -> tuple[int, dict[str, Any]] | None:
+    """Index and literal assignments of the cell tagged ``parameters`` (None if there is none)."""
+    for i, cell in enumerate(nb.cells):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            values = {}
+            try:
+                tree = ast.parse(cell.source)
+            except SyntaxError:
+                return i, {}
+            for node in tree.body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    try:
+                        values[node.targets[0].id] = _literal(node.value)
+                    except (ValueError, TypeError, SyntaxError):
+                        pass
+            return i, values
+    return None
+
+
+def check_notebook(path: str | os.PathLike, committed: bool = True) -> list[str]:
+    """Problems with a notebook's structure (empty list = fine); see ``notebooks/README.md``.
+
+    Structure: a markdown title cell naming the provenance, a ``parameters`` cell of literal
+    assignments (profile "ci", device "auto", an int seed, every other name None), then a cell
+    calling ``setup("<file stem>", globals(), profiles=...)`` whose profile table, when literal, has
+    the parameters cell's notebook-specific names. With ``committed`` also the state of committed
+    copies: executed at the ci profile, no papermill metadata or injected cell, no errors, no
+    machine-specific paths in text outputs.
+    """
+    import nbformat
+
+    path = Path(path)
+    stem = path.stem
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as err:  # noqa: BLE001 - any parse failure is the problem to report
+        return [f"cannot be read as a notebook: {type(err).__name__}: {err}"]
+    problems: list[str] = []
+    cells = nb.cells
+    if len(cells) < 3:
+        return [f"has {len(cells)} cell(s); needs a markdown title cell, a parameters cell and a setup cell"]
+
+    first = cells[0]
+    if first.cell_type != "markdown" or not first.source.lstrip().startswith("# "):
+        problems.append("cell 1 must be markdown starting with a '# ' title")
+    elif "[paper]" not in first.source and "[derived]" not in first.source:
+        problems.append("cell 1 must state the provenance of its claims: [paper] and/or [derived]")
+
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if tagged != [1]:
+        problems.append(f"exactly cell 2 must be tagged 'parameters' (tagged cells: {[i + 1 for i in tagged]})")
+    param_names: list[str] = []
+    second = cells[1]
+    if second.cell_type == "code":
+        try:
+            tree = ast.parse(second.source)
+        except SyntaxError as err:
+            tree = None
+            problems.append(f"parameters cell does not parse: {err.msg}")
+        for node in tree.body if tree else []:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+                problems.append(f"parameters cell line {node.lineno}: only 'name = literal' assignments are allowed")
+                continue
+            name = node.targets[0].id
+            try:
+                value = _literal(node.value)
+            except (ValueError, TypeError, SyntaxError):
+                problems.append(f"parameters cell: {name} must be assigned a literal (derive values in the next cell)")
+                continue
+            param_names.append(name)
+            if name == "profile" and value != "ci":
+                problems.append(f"parameters cell: profile must default to 'ci' (committed outputs), got {value!r}")
+            elif name == "device" and value != "auto":
+                problems.append(f"parameters cell: device must default to 'auto', got {value!r}")
+            elif name == "seed" and (isinstance(value, bool) or not isinstance(value, int)):
+                problems.append(f"parameters cell: seed must be an int, got {value!r}")
+            elif name not in COMMON_PARAMETERS and value is not None:
+                problems.append(f"parameters cell: {name} must default to None (its value comes from the profile)")
+        for name in COMMON_PARAMETERS:
+            if name not in param_names:
+                problems.append(f"parameters cell must assign {name}")
+    else:
+        problems.append("cell 2 must be a code cell (the parameters cell)")
+
+    third = cells[2]
+    setup_call = None
+    if third.cell_type == "code":
+        try:
+            tree3 = ast.parse(third.source)
+        except SyntaxError:
+            tree3 = None
+        assigned = {}
+        for node in ast.walk(tree3) if tree3 else []:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                assigned[node.targets[0].id] = node.value
+            if isinstance(node, ast.Call):
+                func = node.func
+                fname = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+                if fname == "setup":
+                    setup_call = node
+        if setup_call is None:
+            problems.append("cell 3 must call setup(\"<notebook name>\", globals(), profiles=PROFILES)")
+        else:
+            first_arg = setup_call.args[0] if setup_call.args else None
+            if not (isinstance(first_arg, ast.Constant) and first_arg.value == stem):
+                problems.append(f"cell 3: setup's first argument must be the file stem {stem!r}")
+            prof = next((k.value for k in setup_call.keywords if k.arg == "profiles"), None)
+            if prof is None and len(setup_call.args) >= 3:
+                prof = setup_call.args[2]
+            if isinstance(prof, ast.Name):
+                prof = assigned.get(prof.id)
+            try:
+                table = _literal(prof) if prof is not None else None
+            except (ValueError, TypeError, SyntaxError):
+                table = None  # not a literal table: setup checks it at run time
+            if isinstance(table, dict) and all(isinstance(v, dict) for v in table.values()):
+                own = set(next(iter(table.values()), {}))
+                declared = set(param_names) - set(COMMON_PARAMETERS)
+                if own != declared:
+                    problems.append(
+                        "cell 3: the profile table's keys must equal the parameters cell's own names; differ on "
+                        f"{', '.join(sorted(own ^ declared))}")
+    else:
+        problems.append("cell 3 must be a code cell calling setup(...)")
+
+    if any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in cells):
+        problems.append("contains papermill's injected-parameters cell")
+    if committed:
+        refresh = f"refresh it with: python -m lqtheory.reproduce --update-notebooks --only {stem}"
+        if "papermill" in nb.metadata or any("papermill" in c.get("metadata", {}) for c in cells):
+            problems.append(f"carries papermill metadata; {refresh}")
+        for i, cell in enumerate(cells):
+            if cell.cell_type != "code":
+                continue
+            if cell.get("execution_count") is None and cell.source.strip():
+                problems.append(f"code cell {i + 1} was not executed; commit outputs of a ci run ({refresh})")
+                break
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "error":
+                    problems.append(f"code cell {i + 1} has an error output ({out.get('ename')})")
+                texts = [out.get("text", "")] if out.get("output_type") == "stream" else []
+                texts += [v for k, v in out.get("data", {}).items() if k.startswith("text/")]
+                for text in texts:
+                    text = "".join(text) if isinstance(text, list) else str(text)
+                    if _MACHINE_PATH_RE.search(text):
+                        problems.append(f"code cell {i + 1} prints a machine-specific path")
+                        break
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing notebooks from text (no jupytext needed)
+
+_PERCENT_HEADER = re.compile(r"^# %%(?P<rest>.*)$")
+
+
+def percent_to_notebook(text: str):
+    """A notebook from a ``py:percent`` script: ``# %%`` starts a code cell, ``# %% [markdown]`` a
+    markdown cell (its lines written as ``# text``), ``# %% tags=["parameters"]`` tags a cell.
+    The kernelspec is ``python3``. Outputs are empty: execute it with
+    ``python -m lqtheory.reproduce --update-notebooks --only <name>``.
+    """
+    import nbformat
+
+    cells, kind, tags, lines = [], None, [], []
+
+    def flush():
+        if kind is None:
+            return
+        body = "\n".join(lines).strip("\n")
+        if kind == "markdown":
+            body = "\n".join(ln[2:] if ln.startswith("# ") else ln.lstrip("#") for ln in body.splitlines())
+            cell = nbformat.v4.new_markdown_cell(body)
+        else:
+            cell = nbformat.v4.new_code_cell(body)
+        if tags:
+            cell.metadata["tags"] = list(tags)
+        cells.append(cell)
+
+    for line in text.splitlines():
+        m = _PERCENT_HEADER.match(line)
+        if m:
+            flush()
+            rest = m.group("rest")
+            kind = "markdown" if "[markdown]" in rest or "[md]" in rest else "code"
+            t = re.search(r"tags\s*=\s*(\[[^\]]*\])", rest)
+            tags = ast.literal_eval(t.group(1)) if t else []
+            lines = []
+        elif kind is not None:
+            lines.append(line)
+    flush()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = cells
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
+def write_percent_notebook(script: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Convert a ``py:percent`` script into ``target`` (an ``.ipynb``) with :func:`percent_to_notebook`."""
+    import nbformat
+
+    nb = percent_to_notebook(Path(script).read_text(encoding="utf-8"))
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, target)
+    return target
