@@ -15,6 +15,8 @@ and make SAP leave such a unit alone.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from lqtheory._checks import (
@@ -65,11 +67,24 @@ def _log_norm(w: torch.Tensor, q: float, dim: int) -> torch.Tensor:
     small q and large d (it grows like ``d^(1/q)``) while the ratios we need stay moderate, so units
     that overflowed are recomputed in the log domain in float64.
     """
-    norm = torch.linalg.vector_norm(w, ord=q, dim=dim)
+    if w.shape[dim] == 0:
+        return torch.linalg.vector_norm(w, ord=q, dim=dim).log()
+    # Divide by the unit's largest magnitude first: for q > 1, |w_i|^q of small (but normal) entries
+    # underflows to 0 (float32, |w| ~ 1e-20, q = 2), which broke scale invariance of the indices.
+    # The scale is detached: ||w||_q is 1-homogeneous, so the gradient of the sum is unchanged.
+    scale = w.detach().abs().amax(dim, keepdim=True)
+    zero_unit = scale == 0
+    # Zero units get -inf without a path through log(0): its infinite derivative times the zero
+    # gradient that torch.where sends back would make the indices' gradients NaN.
+    scaled = torch.where(zero_unit, torch.ones_like(w), w / torch.where(zero_unit, torch.ones_like(scale), scale))
+    zero_unit, scale = zero_unit.squeeze(dim), scale.squeeze(dim)
+    log_scale = torch.where(zero_unit, torch.zeros_like(scale), scale).log()
+    norm = torch.linalg.vector_norm(scaled, ord=q, dim=dim)
     if bool(torch.isinf(norm).any()):
-        sum_pow = w.abs().double().pow(q).sum(dim)
-        return (sum_pow.log() / q).to(w.dtype)
-    return norm.log()
+        log_norm = (scaled.abs().double().pow(q).sum(dim).log() / q).to(w.dtype)
+    else:
+        log_norm = norm.log()
+    return torch.where(zero_unit, torch.full_like(log_norm, float("-inf")), log_norm + log_scale)
 
 
 def lq_norm(w: torch.Tensor, q: float, dim: int = -1, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -94,14 +109,22 @@ def pq_index(
     Range ``[0, 1 - d^(1/q - 1/p)]``; larger means sparser. 0 for a uniform vector (and, by convention,
     for units with no alive or no nonzero entries). Values a rounding error below 0 are clamped to 0.
     """
+    return 1.0 - torch.exp(_log_one_minus_pq(w, p, q, dim, mask)[0])
+
+
+def _log_one_minus_pq(w, p, q, dim, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log(1 - I_{p,q}(w)), d)``, validated; 0 (I = 0) for degenerate units, <= 0 elsewhere.
+
+    Kept in the log domain because ``1 - I >= d^(1/q - 1/p)`` underflows float32 for small p.
+    """
     p = check_exponent(p, "p", high=_MAX_EXPONENT)
     q = check_exponent(q, "q", high=_MAX_EXPONENT)
     check_p_less_than_q(p, q)
     w, _, d = _prepare(w, dim, mask)
     log_ratio = (1.0 / q - 1.0 / p) * d.clamp_min(1).log() + _log_norm(w, p, dim) - _log_norm(w, q, dim)
-    index = 1.0 - torch.exp(log_ratio)
-    degenerate = torch.isnan(index) | (d == 0)  # zero units: -inf - -inf
-    return torch.where(degenerate, torch.zeros_like(index), index.clamp_min(0.0))
+    degenerate = torch.isnan(log_ratio) | (d == 0)  # zero units: -inf - -inf
+    # A rounding error above 0 would make I slightly negative: clamp (I >= 0 by Hölder).
+    return torch.where(degenerate, torch.zeros_like(log_ratio), log_ratio.clamp_max(0.0)), d
 
 
 def sparsity_index(
@@ -179,10 +202,12 @@ def gini_index(w: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None)
 def _as_per_unit(value, name: str, like: torch.Tensor, *, integer: bool) -> torch.Tensor:
     """A scalar or a tensor broadcastable to the reduced shape ``like``."""
     if isinstance(value, torch.Tensor):
-        if integer and value.is_floating_point() and not bool((value == value.round()).all()):
-            raise ValueError(f"{name} must hold whole numbers")
         if value.numel() and not bool(torch.isfinite(value.double()).all()):
             raise ValueError(f"{name} contains NaN or Inf entries")
+        if integer and value.is_floating_point() and not bool((value == value.round()).all()):
+            raise ValueError(f"{name} must hold whole numbers")
+        if integer:
+            value = value.long()  # whole-valued float tensors are accepted; gather() needs int64 indices
         try:
             value = torch.broadcast_to(value.to(like.device), like.shape)
         except RuntimeError as err:
@@ -191,9 +216,9 @@ def _as_per_unit(value, name: str, like: torch.Tensor, *, integer: bool) -> torc
             ) from err
         return value
     if integer:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"{name} must be an int or an integer tensor, got {type(value).__name__}")
-        return torch.full(like.shape, value, dtype=torch.long, device=like.device)
+        return torch.full(like.shape, int(value), dtype=torch.long, device=like.device)
     value = check_nonnegative(value, name)
     return torch.full(like.shape, value, dtype=like.dtype, device=like.device)
 
@@ -210,13 +235,18 @@ def tail_mass_ratio(
     r = _as_per_unit(r, "r", d, integer=True)
     if bool((r < 1).any()):
         raise ValueError("r must be >= 1 (the top set M_r would be empty)")
-    powered = sort_magnitudes(w, dim, mask)[0].pow(p)
+    if w.shape[dim] == 0:  # no entries at all: degenerate
+        return torch.zeros_like(d)
+    magnitudes = sort_magnitudes(w, dim, mask)[0]
+    # η is scale-free; dividing by the largest magnitude keeps |w|^p from underflowing for p > 1.
+    scale = magnitudes.narrow(dim, 0, 1)
+    powered = (magnitudes / torch.where(scale > 0, scale, torch.ones_like(scale))).pow(p)
     cumulative = powered.cumsum(dim)
     last = cumulative.shape[dim] - 1
     dim = dim % w.dim()
     head_index = (r.clamp(max=last + 1) - 1).unsqueeze(dim)
     head = cumulative.gather(dim, head_index).squeeze(dim)
-    total = cumulative.select(dim, last) if last >= 0 else torch.zeros_like(d)
+    total = cumulative.select(dim, last)
     eta = (total - head) / head
     return torch.where(head > 0, eta.clamp_min(0.0), torch.zeros_like(eta))
 
@@ -228,14 +258,18 @@ def si_implied_size(
 
     In ``[1, d]`` at ``η = 0``; at ``q = 1/2, η = 0`` it is ``(Σ√|w_i|)² / Σ|w_i|``. Real-valued, not
     rounded. Equals ``(1+η)^(-1/(1-q)) TSI^(-q/(1-q))``, so degenerate units get ``d (1+η)^(-1/(1-q))``.
+    Computed in the log domain: TSI itself underflows float32 for small q (``d^(1-1/q)``) while m <= d.
     """
     q = check_exponent(q, "q", high=1.0, high_inclusive=False)
-    tsi = teacher_sparsity_index(w, q, dim, mask)
-    d = alive_count(w, dim, mask)
-    eta = _as_per_unit(eta, "eta", tsi, integer=False).to(tsi.dtype)
+    w, _, d = _prepare(w, dim, mask)
+    eta = _as_per_unit(eta, "eta", d, integer=False).to(d.dtype)
     if bool((eta < 0).any()):
         raise ValueError("eta must be >= 0")
-    size = (1.0 + eta).pow(-1.0 / (1.0 - q)) * tsi.pow(-q / (1.0 - q))
+    # log(||w||_q / ||w||_1) >= 0 for q < 1; NaN for degenerate units, which behave like uniform ones.
+    log_ratio = _log_norm(w, q, dim) - _log_norm(w, 1.0, dim)
+    uniform = (1.0 / q - 1.0) * d.clamp_min(1).log()
+    log_ratio = torch.where(torch.isnan(log_ratio), uniform, log_ratio.clamp_min(0.0))
+    size = (1.0 + eta).pow(-1.0 / (1.0 - q)) * torch.exp(log_ratio * (q / (1.0 - q)))
     return torch.where(d > 0, size, torch.zeros_like(size))
 
 
@@ -252,12 +286,9 @@ def retained_count_bound(
     Every ``r`` whose top-r tail-mass ratio is ``η_r`` satisfies ``r >= `` this value. Real-valued (SAP
     rounds it up). ``eta`` is a number or a per-unit tensor ``>= 0``.
     """
-    p = check_exponent(p, "p", high=_MAX_EXPONENT)
-    q = check_exponent(q, "q", high=_MAX_EXPONENT)
-    check_p_less_than_q(p, q)
-    index = pq_index(w, p, q, dim, mask)
-    d = alive_count(w, dim, mask)
-    eta = _as_per_unit(eta, "eta", index, integer=False).to(index.dtype)
+    log_one_minus_index, d = _log_one_minus_pq(w, p, q, dim, mask)
+    eta = _as_per_unit(eta, "eta", d, integer=False).to(d.dtype)
     if bool((eta < 0).any()):
         raise ValueError("eta must be >= 0")
-    return d * (1.0 + eta).pow(-q / (q - p)) * (1.0 - index).pow(q * p / (q - p))
+    q, p = float(q), float(p)
+    return d * (1.0 + eta).pow(-q / (q - p)) * torch.exp(log_one_minus_index * (q * p / (q - p)))
