@@ -279,7 +279,7 @@ class Mask(Mapping[str, torch.Tensor]):
     def __eq__(self, other) -> bool:
         if not isinstance(other, Mask):
             return NotImplemented
-        if list(self) != list(other) and set(self) != set(other):
+        if set(self) != set(other):
             return False
         return all(
             m.shape == other[name].shape and torch.equal(m.cpu(), other[name].cpu()) for name, m in self._masks.items()

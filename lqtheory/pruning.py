@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 _MAX_EXPONENT = 1e6
+_USES_P = ("sap", "si-adaptive")  # the methods whose rule involves the PQ Index I_{p,q}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -83,9 +84,9 @@ class PruneConfig:
 
     - ``method``: a key of :data:`METHODS` (``sap``, ``si-adaptive``, ``one-shot``, ``lottery-ticket``,
       ``random``, ``bound-optimal``); ``scope``: ``neuron``, ``layer`` or ``global``.
-    - ``p < q`` (both > 0): the PQ Index exponents of SAP; ``si-adaptive`` requires ``q = 1`` (its
-      ``p`` is the paper's ``q_small``); ``bound-optimal`` uses ``q`` in ``(0, 1]`` for ``c_j = ||W[j]||_q``
-      and ``s_j ∝ c_j^q``.
+    - ``p``, ``q`` > 0: the PQ Index exponents of SAP, which needs ``p < q``; ``si-adaptive`` requires
+      ``q = 1`` (its ``p`` is the paper's ``q_small``); ``bound-optimal`` ignores ``p`` and uses ``q`` in
+      ``(0, 1]`` for ``c_j = ||W[j]||_q`` and ``s_j ∝ c_j^q``; the other methods ignore both.
     - ``eta >= 0``, ``gamma > 0``, ``0 <= beta <= 1``: SAP's tail-mass ratio, scale and per-unit cap.
     - ``0 <= rate <= 1``: fraction of the *remaining* weights removed per step by the rate-based methods.
     Integers are stored as floats, so equal settings compare and hash equal.
@@ -107,7 +108,7 @@ class PruneConfig:
             raise ValueError(f"unknown scope {self.scope!r}; choose one of {', '.join(SCOPES)}")
         p = check_exponent(self.p, "p", high=_MAX_EXPONENT)
         q = check_exponent(self.q, "q", high=_MAX_EXPONENT)
-        if not p < q:
+        if self.method in _USES_P and not p < q:
             raise ValueError(f"p must be smaller than q (0 < p < q), got p={p:g}, q={q:g}")
         eta, gamma, beta, rate = (_real(getattr(self, n), n) for n in ("eta", "gamma", "beta", "rate"))
         if eta < 0:
@@ -478,6 +479,6 @@ def random_prune(weights, mask, *, scope="neuron", rate=0.2, generator=None) -> 
 
 
 def bound_optimal(weights, mask, *, scope="layer", rate=0.2, q=0.5, coefficients=None) -> Mask:
-    """Bound-optimal step (see :class:`BoundOptimal`); ``p`` is irrelevant and set below ``q``."""
-    config = PruneConfig("bound-optimal", scope=scope, p=q / 2, q=q, rate=rate)
+    """Bound-optimal step (see :class:`BoundOptimal`)."""
+    config = PruneConfig("bound-optimal", scope=scope, q=q, rate=rate)
     return prune_step(weights, mask, config, coefficients=coefficients)

@@ -150,11 +150,19 @@ def test_config_defaults_and_registry():
         ({"method": "sap", "gamma": float("inf")}, ValueError, "gamma"),
         ({"method": "si-adaptive", "p": 0.5, "q": 2.0}, ValueError, "si-adaptive"),
         ({"method": "bound-optimal", "p": 0.5, "q": 2.0}, ValueError, "bound-optimal"),
+        ({"method": "si-adaptive", "p": 1.0, "q": 1.0}, ValueError, "p must be smaller"),
     ],
 )
 def test_config_validation(kwargs, err, match):
     with pytest.raises(err, match=match):
         PruneConfig(**kwargs)
+
+
+def test_p_is_only_constrained_for_the_pq_index_methods():
+    assert PruneConfig("bound-optimal", q=0.5).q == 0.5  # p = 0.5 is unused here
+    assert PruneConfig("one-shot", p=2.0, q=1.0).p == 2.0
+    with pytest.raises(ValueError, match="p must lie"):
+        PruneConfig("one-shot", p=-1.0)
 
 
 def test_si_adaptive_config_is_sap_preset():
@@ -276,7 +284,7 @@ def test_every_method_and_scope_returns_valid_cumulative_mask(method, scope):
     dense = make_weights(6)
     mask = make_mask(weights, 5)
     q = 0.5 if method == "bound-optimal" else 1.0
-    config = PruneConfig(method, scope=scope, p=0.25, q=q, rate=0.3)
+    config = PruneConfig(method, scope=scope, q=q, rate=0.3)
     new = prune_step(weights, mask, config, dense_weights=dense, generator=torch.Generator().manual_seed(0))
     assert isinstance(new, Mask) and list(new) == list(mask)
     assert all(new[k].shape == mask[k].shape and new[k].dtype == torch.bool for k in mask)
@@ -295,7 +303,7 @@ def test_pruned_weights_never_revive_even_if_large():
     for method in METHODS:
         for scope in SCOPES:
             q = 0.5 if method == "bound-optimal" else 1.0
-            new = prune_step(huge, mask, PruneConfig(method, scope=scope, p=0.25, q=q), dense_weights=huge)
+            new = prune_step(huge, mask, PruneConfig(method, scope=scope, q=q), dense_weights=huge)
             assert new.issubset(mask), (method, scope)
 
 
@@ -551,7 +559,7 @@ def test_cpu_cuda_agreement(scope):
     gpu_w = {k: v.cuda() for k, v in weights.items()}
     for method in METHODS:
         q = 0.5 if method == "bound-optimal" else 1.0
-        config = PruneConfig(method, scope=scope, p=0.25, q=q)
+        config = PruneConfig(method, scope=scope, q=q)
         cpu = prune_step(weights, mask, config, dense_weights=weights, generator=torch.Generator().manual_seed(0))
         gpu = prune_step(
             gpu_w, mask.to("cuda"), config, dense_weights=gpu_w, generator=torch.Generator().manual_seed(0)
