@@ -176,13 +176,16 @@ class LambdaCallback(Callback):
 
 
 def progress_enabled(progress: bool | None = None) -> bool:
-    """Whether to show tqdm bars: ``progress`` if given, else only when stderr is a terminal and the
-    environment variable ``LQTHEORY_PROGRESS`` is not ``"0"`` (notebooks under papermill/nbval and CI
-    logs stay quiet and stable)."""
+    """Whether to show tqdm bars: ``progress`` if given; else ``$LQTHEORY_PROGRESS`` when it is
+    ``0``/``1`` (also false/true, no/yes, off/on); else only when stderr is a terminal, so notebooks
+    under papermill/nbval and CI logs stay quiet and stable."""
     if progress is not None:
         return bool(progress)
-    if os.environ.get("LQTHEORY_PROGRESS", "") == "0":
+    env = os.environ.get("LQTHEORY_PROGRESS", "").strip().lower()
+    if env in ("0", "false", "no", "off"):
         return False
+    if env in ("1", "true", "yes", "on"):
+        return True
     try:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):

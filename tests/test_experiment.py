@@ -1,0 +1,362 @@
+"""Prune → rewind → retrain runs: every method × scope end to end, resume, caching, corruption, run ids."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import lqtheory.experiment as experiment
+from lqtheory.experiment import (
+    CorruptRunError,
+    ExperimentConfig,
+    load_checkpoint,
+    load_results,
+    load_run,
+    run_experiment,
+)
+from lqtheory.masks import SCOPES
+from lqtheory.pruning import METHODS
+from lqtheory.training import LambdaCallback
+
+TINY = {"dataset": "digits", "model": "mlp-16-1-1-relu", "n_train": 300, "n_test": 120, "epochs": 1,
+        "batch_size": 50, "lr": 0.1, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models train far faster on one thread, above all on shared cores.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(method="lottery-ticket", **kw) -> ExperimentConfig:
+    return ExperimentConfig(**{**TINY, "method": method, "iterations": 2, **kw})
+
+
+def without_time(records):
+    return [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
+
+
+def masks_of(res):
+    return [res.mask(t) for t in range(len(res.records))]
+
+
+def pruned_entries_zero(state: dict, mask) -> bool:
+    return all(bool((state[name][~m] == 0).all()) for name, m in mask.items())
+
+
+# --------------------------------------------------------------------------------------------------
+# End to end
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_and_scope_end_to_end(tmp_path, method, scope):
+    cfg = tiny(method, scope=scope, p=0.5, q=1.0)
+    res = run_experiment(cfg, tmp_path)
+    assert res.complete and len(res.records) == 3
+    assert [r["iteration"] for r in res.records] == [0, 1, 2]
+    masks = masks_of(res)
+    assert all(later.issubset(earlier) for earlier, later in zip(masks, masks[1:], strict=False))
+    df = load_results(cfg.run_dir(tmp_path))
+    assert len(df) == 3 and df["iteration"].tolist() == [0, 1, 2]
+    for t, rec in enumerate(res.records):
+        m = masks[t]
+        assert rec["remaining"] == m.count_alive() and rec["total"] == m.count_total()
+        assert rec["remaining_percent"] == pytest.approx(100 * m.fraction_alive())
+        assert rec["compression"] == pytest.approx(m.count_total() / m.count_alive())
+        # an MLP uses every weight once per input, so the speed-up equals the compression ratio
+        assert rec["speedup"] == pytest.approx(rec["compression"])
+        assert 0 <= rec["accuracy"] <= 1 and math.isfinite(rec["loss"])
+        for layer, values in rec["layers"].items():
+            assert values["remaining"] == int(m[layer].sum())
+        if t == 0:
+            assert rec["pruned_accuracy"] is None and rec["prune_rate"] == 0
+            assert rec["remaining_percent"] == 100
+        else:
+            assert 0 <= rec["pruned_accuracy"] <= 1
+            prev = res.records[t - 1]["remaining"]
+            assert rec["prune_rate"] == pytest.approx(1 - rec["remaining"] / prev)
+        for s in SCOPES:
+            assert 0 <= rec[f"pqi_{s}"] <= 1 and rec[f"si_{s}"] >= 1 and 0 <= rec[f"gini_{s}"] <= 1
+    ckpt = load_checkpoint(cfg.run_dir(tmp_path))
+    assert pruned_entries_zero(ckpt["latest"], masks[-1])
+
+
+def test_rate_methods_remove_twenty_percent_of_remaining(tmp_path):
+    for method in ("one-shot", "lottery-ticket"):
+        for scope in SCOPES:
+            res = run_experiment(tiny(method, scope=scope, iterations=3), tmp_path)
+            masks = masks_of(res)
+            for prev, new in zip(masks, masks[1:], strict=False):
+                for name in prev:
+                    if scope == "neuron":
+                        alive_prev = prev[name].sum(1).numpy()
+                        got = new[name].sum(1).numpy()
+                    else:
+                        alive_prev, got = np.array([int(prev[name].sum())]), np.array([int(new[name].sum())])
+                    if scope == "global":
+                        continue  # checked below on the total
+                    expected = alive_prev - np.round(0.2 * alive_prev)  # round half to even, like torch.prune
+                    assert np.array_equal(got, expected), (method, scope, name)
+                if scope == "global":
+                    a = prev.count_alive()
+                    assert new.count_alive() == a - round(0.2 * a)
+            assert res.records[-1]["remaining_percent"] == pytest.approx(100 * 0.8**3, abs=1.0)
+
+
+def test_one_shot_ranks_by_dense_and_lottery_ticket_by_latest(tmp_path):
+    one = run_experiment(tiny("one-shot", scope="global", iterations=3), tmp_path)
+    lt = run_experiment(tiny("lottery-ticket", scope="global", iterations=3), tmp_path)
+    dense = load_checkpoint(one.run_dir)["dense"]
+    names = list(one.mask(0))
+    flat = np.concatenate([dense[n].double().abs().flatten().numpy() for n in names])
+    order = np.argsort(-flat, kind="stable")  # ties: lower index kept first
+    for t in range(1, 4):
+        keep = np.zeros(flat.size, dtype=bool)
+        keep[order[: one.records[t]["remaining"]]] = True
+        got = np.concatenate([one.mask(t)[n].flatten().numpy() for n in names])
+        assert np.array_equal(got, keep)  # One-Shot: the top of the dense trained weights
+    # Both rank by the dense weights at t = 1 (the latest weights then are the dense ones) ...
+    assert lt.mask(1) == one.mask(1)
+    # ... and Lottery Ticket follows the retrained weights afterwards.
+    assert lt.mask(3) != one.mask(3)
+    assert load_checkpoint(one.run_dir)["dense"].keys() == dense.keys()
+
+
+def test_rewind_to_init_restores_survivors_and_biases(tmp_path):
+    starts = []  # the model's state when each iteration's (re)training begins
+    cb = LambdaCallback(on_train_begin=lambda s: starts.append({k: v.clone() for k, v in s.model.state_dict().items()}))
+    res = run_experiment(tiny("lottery-ticket", scope="layer", iterations=2), tmp_path, callbacks=[cb])
+    w_init = load_checkpoint(res.run_dir)["w_init"]
+    assert len(starts) == 3
+    for t, state in enumerate(starts):
+        mask = res.mask(t)
+        for name, w0 in w_init.items():
+            expected = w0 * mask[name] if name in mask else w0  # biases rewound too
+            assert torch.equal(state[name], expected), (t, name)
+    assert not torch.equal(load_checkpoint(res.run_dir)["latest"]["fc1.bias"], w_init["fc1.bias"])
+
+
+def test_pruned_weights_stay_zero_through_retraining(tmp_path):
+    seen = []
+    model_mask = {}
+
+    def check(state):
+        if model_mask:
+            params = dict(state.model.named_parameters())
+            seen.append(all(bool((params[n].detach()[~m] == 0).all()) for n, m in model_mask.items()))
+
+    def grab(state):
+        # the mask the loop trains under is applied before training starts: read it off the weights
+        model_mask.clear()
+        for name, p in state.model.named_parameters():
+            if p.dim() > 1:
+                model_mask[name] = p.detach() != 0
+
+    cb = LambdaCallback(on_train_begin=grab, on_batch_end=check)
+    res = run_experiment(tiny("sap", scope="neuron", iterations=2, weight_decay=0.01), tmp_path, callbacks=[cb])
+    assert seen and all(seen)
+    assert res.records[-1]["remaining"] < res.records[0]["remaining"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Determinism, resume, caching, corruption
+
+
+def test_same_config_gives_identical_results(tmp_path):
+    cfg = tiny("random", scope="neuron")
+    a = run_experiment(cfg, tmp_path / "a")
+    b = run_experiment(cfg, tmp_path / "b")
+    assert without_time(a.records) == without_time(b.records)
+    assert masks_of(a) == masks_of(b)
+    c = run_experiment(cfg.replace(seed=1), tmp_path / "a")
+    assert masks_of(c)[-1] != masks_of(a)[-1]
+
+
+class Interrupt(RuntimeError):
+    pass
+
+
+def interrupt_at_train_call(k):
+    calls = []
+
+    def on_train_begin(state):
+        calls.append(1)
+        if len(calls) == k:
+            raise Interrupt
+
+    return LambdaCallback(on_train_begin=on_train_begin)
+
+
+@pytest.mark.parametrize("method", ["sap", "random", "one-shot"])
+def test_resume_after_interruption_is_exact(tmp_path, method):
+    cfg = tiny(method, scope="neuron", iterations=3)
+    ref = run_experiment(cfg, tmp_path / "ref")
+    with pytest.raises(Interrupt):
+        run_experiment(cfg, tmp_path / "cut", callbacks=[interrupt_at_train_call(3)])  # during t = 2
+    partial = load_run(cfg.run_dir(tmp_path / "cut"))
+    assert not partial.complete and len(partial.records) == 2
+    resumed = run_experiment(cfg, tmp_path / "cut")
+    assert resumed.complete
+    assert without_time(resumed.records) == without_time(ref.records)
+    assert masks_of(resumed) == masks_of(ref)
+    a, b = load_checkpoint(ref.run_dir), load_checkpoint(resumed.run_dir)
+    assert all(torch.equal(a["latest"][k], b["latest"][k]) for k in a["latest"])
+
+
+def test_resume_when_crash_hit_between_checkpoint_and_results(tmp_path, monkeypatch):
+    cfg = tiny("lottery-ticket", iterations=2)
+    ref = run_experiment(cfg, tmp_path / "ref")
+    original = experiment._Run.write_results
+
+    def crash_on_final(self, complete, metadata):
+        if complete:
+            raise Interrupt
+        return original(self, complete, metadata)
+
+    monkeypatch.setattr(experiment._Run, "write_results", crash_on_final)
+    with pytest.raises(Interrupt):
+        run_experiment(cfg, tmp_path / "cut")
+    monkeypatch.setattr(experiment._Run, "write_results", original)
+    assert not load_run(cfg.run_dir(tmp_path / "cut")).complete  # results.json lags the checkpoint
+    resumed = run_experiment(cfg, tmp_path / "cut")
+    assert resumed.complete and without_time(resumed.records) == without_time(ref.records)
+
+
+def test_finished_run_is_loaded_not_recomputed(tmp_path, monkeypatch):
+    cfg = tiny("sap")
+    first = run_experiment(cfg, tmp_path)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished run was retrained")
+
+    monkeypatch.setattr(experiment, "train", forbidden)
+    again = run_experiment(cfg, tmp_path)
+    assert again.records == first.records and again.complete
+    # a longer schedule is another run, so it is computed (and hits the patched train)
+    with pytest.raises(AssertionError, match="retrained"):
+        run_experiment(cfg.replace(iterations=3), tmp_path)
+
+
+def test_corrupted_results_file_is_detected(tmp_path):
+    cfg = tiny("sap")
+    res = run_experiment(cfg, tmp_path)
+    path = res.run_dir / "results.json"
+    text = path.read_text()
+    body = json.loads(text)
+    body["records"][1]["accuracy"] = 0.999  # a plausible, silent change
+    path.write_text(json.dumps(body))
+    with pytest.raises(CorruptRunError, match="checksum"):
+        load_results(res.run_dir)
+    with pytest.raises(CorruptRunError):
+        run_experiment(cfg, tmp_path)
+    path.write_text(text[: len(text) // 2])  # truncated
+    with pytest.raises(CorruptRunError, match="JSON"):
+        load_results(res.run_dir)
+
+
+def test_corrupted_checkpoint_and_mask_are_detected(tmp_path):
+    cfg = tiny("lottery-ticket", iterations=3)
+    with pytest.raises(Interrupt):
+        run_experiment(cfg, tmp_path, callbacks=[interrupt_at_train_call(3)])
+    run_dir = cfg.run_dir(tmp_path)
+    ckpt = run_dir / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(good[:-10])
+    with pytest.raises(CorruptRunError, match="checksum"):
+        run_experiment(cfg, tmp_path)
+    ckpt.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CorruptRunError, match="header"):
+        run_experiment(cfg, tmp_path)
+    ckpt.write_bytes(good)
+    mask = run_dir / "mask_1.pt"
+    mask_bytes = mask.read_bytes()
+    mask.write_bytes(mask_bytes[:-1] + bytes([mask_bytes[-1] ^ 1]))
+    with pytest.raises(CorruptRunError, match="mask_1"):
+        run_experiment(cfg, tmp_path)
+    with pytest.raises(CorruptRunError, match="mask_1"):
+        load_run(run_dir).mask(1)
+    mask.write_bytes(mask_bytes)
+    assert run_experiment(cfg, tmp_path).complete  # intact again: resumes and finishes
+    shutil.rmtree(run_dir)
+
+
+def test_results_without_checkpoint_is_an_error(tmp_path):
+    cfg = tiny("sap", iterations=2)
+    with pytest.raises(Interrupt):
+        run_experiment(cfg, tmp_path, callbacks=[interrupt_at_train_call(2)])
+    (cfg.run_dir(tmp_path) / "checkpoint.pt").unlink()
+    with pytest.raises(CorruptRunError, match="no checkpoint"):
+        run_experiment(cfg, tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration and run ids
+
+
+def test_run_id_hashes_only_non_default_fields():
+    a = ExperimentConfig("digits", "mlp-16-1-1-relu", "sap")
+    b = ExperimentConfig("digits", "mlp-16-1-1-relu", "sap", scope="neuron", p=0.5, gamma=1, device="cpu")
+    assert a.run_id() == b.run_id() and len(a.run_id()) == 12
+    assert set(a.hashed_fields()) == {"dataset", "model", "method"}
+    assert a.replace(gamma=3.0).run_id() != a.run_id()
+    assert a.replace(seed=1).run_id() != a.run_id()
+    assert ExperimentConfig("Digits", "MLP-16-1-1-relu", "SAP").run_id() == a.run_id()  # canonical names
+    if not torch.cuda.is_available():
+        assert a.replace(device="auto").run_id() == a.run_id()
+    else:
+        assert a.replace(device="cuda").run_id() != a.run_id()
+    assert a.run_dir("out").parent.name == "out"
+
+
+def test_config_round_trip_and_train_config():
+    cfg = tiny("si-adaptive", p=0.4, gamma=3.0)
+    assert ExperimentConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    tc = cfg.train_config()
+    assert (tc.lr, tc.epochs, tc.batch_size, tc.nesterov) == (0.1, 1, 50, True)
+    pc = cfg.prune_config()
+    assert (pc.method, pc.p, pc.q, pc.gamma) == ("si-adaptive", 0.4, 1.0, 3.0)
+    with pytest.raises(ValueError, match="unknown ExperimentConfig"):
+        ExperimentConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "match"),
+    [
+        ({"dataset": "imagenet"}, ValueError, "unknown dataset"),
+        ({"model": "transformer"}, ValueError, "unknown model"),
+        ({"method": "magic"}, ValueError, "unknown pruning method"),
+        ({"scope": "channel"}, ValueError, "unknown scope"),
+        ({"p": 1.0, "q": 1.0}, ValueError, "p must be smaller"),
+        ({"iterations": -1}, ValueError, "iterations"),
+        ({"epochs": -2}, ValueError, "epochs"),
+        ({"lr": 0.0}, ValueError, "lr"),
+        ({"iterations": 1.5}, TypeError, "iterations"),
+    ],
+)
+def test_config_validation(changes, error, match):
+    with pytest.raises(error, match=match):
+        ExperimentConfig(**{**TINY, "method": "sap", **changes})
+
+
+def test_frame_columns_and_config_file(tmp_path):
+    cfg = tiny("sap", iterations=1)
+    res = run_experiment(cfg, tmp_path)
+    df = res.frame()
+    for col in ("iteration", "accuracy", "pruned_accuracy", "remaining_percent", "prune_rate", "compression",
+                "speedup", "pqi_neuron", "pruned_si_layer", "gini_global", "fc1.weight/remaining_percent",
+                "head.weight/pqi_neuron", "method", "scope", "seed", "run_id"):
+        assert col in df.columns, col
+    assert math.isnan(df.loc[0, "pruned_accuracy"]) and df.loc[1, "pruned_accuracy"] >= 0
+    assert res.dense_accuracy == df.loc[0, "accuracy"]
+    body = json.loads((res.run_dir / "config.json").read_text())
+    assert body["run_id"] == cfg.run_id() and body["metadata"]["torch"] == torch.__version__
+    assert res.metadata["device_type"] == "cpu"
