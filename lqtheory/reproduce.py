@@ -95,6 +95,13 @@ def select_notebooks(paths: Sequence[Path], only: Iterable[str] | None) -> list[
     return [p for p in paths if p in chosen]  # keep the run order
 
 
+def with_aggregators(paths: Sequence[Path], selected: Sequence[Path]) -> list[Path]:
+    """``selected`` plus every aggregator when a regular notebook is selected (their outputs depend on it)."""
+    if any(not is_aggregator(p.stem) for p in selected):
+        return [p for p in paths if p in selected or is_aggregator(p.stem)]
+    return list(selected)
+
+
 def notebook_title(path: Path) -> str:
     import nbformat
 
@@ -476,8 +483,7 @@ def _run(args: argparse.Namespace, out) -> int:
             raise UsageError("--update-notebooks always runs the ci profile (committed outputs); drop --profile")
         if extra or args.seed is not None or args.device != "auto":
             raise UsageError("--update-notebooks runs the notebooks' own defaults; drop --param/--seed/--device")
-        if any(not is_aggregator(p.stem) for p in selected):
-            selected = [p for p in paths if p in selected or is_aggregator(p.stem)]
+        selected = with_aggregators(paths, selected)
         profile, parameters = "ci", {}
     else:
         profile = args.profile or "default"

@@ -1,0 +1,468 @@
+"""lqtheory.notebook: parameter validation, profile merging, stable files, claims, structure checks.
+
+Everything here runs in-process (no kernels): ``setup`` is given a plain dict as the notebook's
+globals, with IPython's input history ``In`` faked where papermill's injected cell matters.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nbformat  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from lqtheory import notebook as nbmod  # noqa: E402
+from lqtheory.notebook import (  # noqa: E402
+    check_notebook,
+    claims_path,
+    collect_claims,
+    figures_dir,
+    format_measured,
+    format_number,
+    markdown_table,
+    percent_to_notebook,
+    read_claims,
+    setup,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = {"ci": {"n": 10, "q": 0.5, "sizes": (1, 2)},
+            "default": {"n": 100, "q": 0.5, "sizes": (3, 4)},
+            "paper": {"n": 1000, "q": 0.25, "sizes": (5, 6)}}
+ENV_KEYS = ("LQTHEORY_FIGURES", "LQTHEORY_PROGRESS", "LQTHEORY_BATCH", "CI")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path):
+    """Figures go to tmp; env flags and torch's determinism switches are restored afterwards."""
+    saved = {k: os.environ.get(k) for k in ENV_KEYS}
+    det = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    for k in ENV_KEYS:
+        os.environ.pop(k, None)
+    os.environ["LQTHEORY_FIGURES"] = str(tmp_path / "figs")
+    yield tmp_path / "figs"
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    torch.use_deterministic_algorithms(det, warn_only=warn_only)
+    plt.close("all")
+
+
+def namespace(**overrides):
+    ns = {"profile": "ci", "device": "cpu", "seed": 0, "n": None, "q": None, "sizes": None}
+    ns.update(overrides)
+    return ns
+
+
+def injected(ns, source):
+    """Fake IPython history as papermill leaves it: parameters cell, then its injected cell."""
+    ns["In"] = ["", 'profile = "ci"\ndevice = "auto"\nseed = 0', source]
+    return ns
+
+
+# ----------------------------------------------------------------------------------------------
+# setup: validation
+
+
+def test_unknown_injected_parameter_is_an_error():
+    ns = injected(namespace(), '# Parameters\nprofile = "default"\nn_vector = 3\n')
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) 'n_vector'.*declares: profile, device, seed, n, q"):
+        setup("nb", ns, PROFILES)
+
+
+def test_known_injected_parameters_are_accepted(capsys):
+    ns = injected(namespace(profile="default", n=7), '# Parameters\nprofile = "default"\nn = 7\n')
+    run = setup("nb", ns, PROFILES)
+    assert run.profile == "default" and run.n == 7
+    assert run.batch  # papermill's injected cell marks a batch run
+
+
+def test_non_injected_history_is_ignored():
+    # An ordinary cell starting with another comment is not papermill's.
+    ns = namespace()
+    ns["In"] = ["", "# parameters of my own\nwhatever = 1"]
+    assert setup("nb", ns, PROFILES).n == 10
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "pattern"),
+    [
+        ({"profile": "fast"}, ValueError, "profile must be one of ci, default, paper"),
+        ({"profile": None}, ValueError, "profile must be one of"),
+        ({"device": "tpu"}, ValueError, "tpu"),
+        ({"seed": -1}, ValueError, "seed must be a non-negative int"),
+        ({"seed": 1.5}, ValueError, "seed must be a non-negative int"),
+        ({"seed": True}, ValueError, "seed must be a non-negative int"),
+        ({"n": 2.5}, TypeError, "parameter 'n' must be a int"),
+        ({"n": True}, TypeError, "parameter 'n' must be a int"),
+        ({"q": "half"}, TypeError, "parameter 'q' must be a float"),
+        ({"sizes": 3}, TypeError, "parameter 'sizes' must be a tuple"),
+    ],
+)
+def test_bad_values_are_rejected(overrides, error, pattern):
+    with pytest.raises(error, match=pattern):
+        setup("nb", namespace(**overrides), PROFILES)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_unavailable_device_is_rejected():
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        setup("nb", namespace(device="cuda"), PROFILES)
+
+
+def test_missing_parameter_assignment_is_an_error():
+    ns = namespace()
+    del ns["q"]
+    with pytest.raises(ValueError, match="'q'.*not assigned"):
+        setup("nb", ns, PROFILES)
+
+
+@pytest.mark.parametrize(
+    ("profiles", "error", "pattern"),
+    [
+        ({"ci": {}, "default": {}}, ValueError, "exactly the keys ci, default, paper"),
+        ({"ci": {"n": 1}, "default": {"n": 2}, "paper": {"m": 3}}, ValueError, "differs on m, n"),
+        ({"ci": {"seed": 1}, "default": {"seed": 1}, "paper": {"seed": 1}}, ValueError, "common parameter"),
+        ({"ci": {"_x": 1}, "default": {"_x": 1}, "paper": {"_x": 1}}, ValueError, "not a public Python name"),
+        ({"ci": [], "default": {}, "paper": {}}, TypeError, r"profiles\['ci'\] must be a dict"),
+        ([("ci", {})], TypeError, "profiles must be a dict"),
+    ],
+)
+def test_bad_profile_tables_are_rejected(profiles, error, pattern):
+    with pytest.raises(error, match=pattern):
+        setup("nb", {"profile": "ci", "device": "cpu", "seed": 0, "n": None, "m": None, "_x": None}, profiles)
+
+
+def test_bad_notebook_name_is_rejected():
+    with pytest.raises(ValueError, match="notebook must be a plain file stem"):
+        setup("../escape", namespace(), PROFILES)
+
+
+# ----------------------------------------------------------------------------------------------
+# setup: merging, seeding, outputs folder
+
+
+@pytest.mark.parametrize("profile", ["ci", "default", "paper"])
+def test_profile_values_fill_every_none(profile):
+    run = setup("nb", namespace(profile=profile), PROFILES)
+    assert dict(run.params) == PROFILES[profile]
+    assert run.params["n"] == run.n == PROFILES[profile]["n"]
+
+
+def test_explicit_values_win_and_are_normalised():
+    run = setup("nb", namespace(profile="paper", n=3, q=1, sizes=[9, 8]), PROFILES)
+    assert run.n == 3
+    assert run.q == 1.0 and isinstance(run.q, float)  # an int where the profile has a float
+    assert run.sizes == (9, 8)  # a list where the profile has a tuple
+    with pytest.raises(TypeError):
+        run.params["n"] = 5  # read-only
+    with pytest.raises(AttributeError, match="no attribute or parameter 'nope'"):
+        _ = run.nope
+
+
+def test_setup_prints_one_stable_line_and_seeds(capsys):
+    run = setup("nb", namespace(seed=3), PROFILES)
+    assert capsys.readouterr().out == "nb: profile ci, seed 3; n=10, q=0.5, sizes=(1, 2)\n"
+    first = torch.rand(3)
+    setup("nb", namespace(seed=3), PROFILES)
+    assert torch.equal(first, torch.rand(3))
+    assert run.device == torch.device("cpu") and run.seed == 3
+    # The per-stream generator depends on (notebook, seed, stream) only.
+    a = torch.rand(4, generator=run.generator(1))
+    b = torch.rand(4, generator=run.generator(1))
+    c = torch.rand(4, generator=run.generator(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_figures_folder_per_profile(isolated):
+    assert setup("nb", namespace(), PROFILES).figures_dir == isolated / "ci"
+    assert setup("nb", namespace(profile="default"), PROFILES).figures_dir == isolated
+    os.environ.pop("LQTHEORY_FIGURES")
+    assert figures_dir("paper") == REPO / "figures" / "paper"
+    assert figures_dir("default") == REPO / "figures"
+    with pytest.raises(ValueError):
+        figures_dir("huge")
+
+
+def test_batch_detection_and_progress_switch(monkeypatch):
+    ns = namespace()
+    assert nbmod.is_batch(ns)  # under pytest
+    monkeypatch.setenv("LQTHEORY_BATCH", "0")
+    assert not nbmod.is_batch(ns) and nbmod.progress_enabled(ns)
+    monkeypatch.setenv("LQTHEORY_PROGRESS", "0")
+    assert not nbmod.progress_enabled(ns)
+    monkeypatch.setenv("LQTHEORY_BATCH", "1")
+    monkeypatch.setenv("LQTHEORY_PROGRESS", "1")
+    assert nbmod.is_batch(ns) and nbmod.progress_enabled(ns)
+    monkeypatch.delenv("LQTHEORY_PROGRESS")
+    run = setup("nb", ns, PROFILES)
+    assert not run.progress_enabled and os.environ["LQTHEORY_PROGRESS"] == "0"
+    assert run.progress(range(3)).disable
+    assert matplotlib.get_backend().lower() == "agg"
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures and tables
+
+
+def _figure(slope: float = 2.0):
+    fig, ax = plt.subplots()
+    x = np.linspace(0.0, 1.0, 50)
+    ax.plot(x, slope * x, label="line")
+    ax.set(title="τ σ_s ‖w‖_q", xlabel="s", ylabel="error")
+    ax.legend()
+    return fig
+
+
+def test_save_figure_is_byte_stable_and_metadata_free(capsys):
+    run = setup("nb", namespace(), PROFILES)
+    png, pdf = run.save_figure(_figure(), "line")
+    assert not plt.get_fignums()  # closed after saving
+    first = (png.read_bytes(), pdf.read_bytes())
+    run.save_figure(_figure(), "line")
+    assert (png.read_bytes(), pdf.read_bytes()) == first
+    assert first[0].startswith(b"\x89PNG\r\n\x1a\n") and first[1].startswith(b"%PDF-")
+    for key in (b"Software", b"matplotlib"):
+        assert key not in first[0]
+    for key in (b"CreationDate", b"Producer", b"Matplotlib"):
+        assert key not in first[1]
+    image = plt.imread(io.BytesIO(first[0]))
+    assert image.ndim == 3 and image.shape[0] > 100
+    other, _ = run.save_figure(_figure(slope=-1.0), "other")
+    assert other.read_bytes() != first[0]  # the comparison above can fail
+    out = capsys.readouterr().out
+    assert "/" not in out.split("\n", 1)[1]  # nothing machine-specific displayed
+    saved = run.save_figure(_figure(), "line", show=False)
+    assert repr(saved) == "<saved line.{png,pdf}>"
+    assert json.loads(run.claims_path.read_text())["artifacts"] == ["line.png", "line.pdf", "other.png", "other.pdf"]
+
+
+def test_save_table_outputs(capsys):
+    run = setup("nb", namespace(), PROFILES)
+    df = pd.DataFrame({"q": [0.1, 0.5], "ratio": [0.123456789, 2.5e-7], "name": ["a|b", "c"], "count": [3, 12]})
+    capsys.readouterr()
+    csv, md, tex = run.save_table(df, "tab", latex=True)
+    assert csv.read_text() == "q,ratio,name,count\n0.1,0.12345679,a|b,3\n0.5,2.5e-07,c,12\n"
+    assert md.read_text() == (
+        "|   q |   ratio | name | count |\n"
+        "|----:|--------:|------|------:|\n"
+        "| 0.1 |  0.1235 | a\\|b |     3 |\n"
+        "| 0.5 | 2.5e-07 | c    |    12 |\n"
+    )
+    assert tex.read_text().splitlines()[:4] == [r"\begin{tabular}{rrlr}", r"\toprule",
+                                                r"q & ratio & name & count \\", r"\midrule"]
+    assert r"0.1 & 0.1235 & a|b & 3 \\" in tex.read_text()
+    shown = capsys.readouterr().out
+    assert "0.1235" in shown and "0.123456789" not in shown and "0.12345679" not in shown
+    pd.testing.assert_frame_equal(pd.read_csv(csv), df.assign(ratio=[0.12345679, 2.5e-7]))
+    with pytest.raises(TypeError, match="pandas.DataFrame"):
+        run.save_table({"a": [1]}, "bad")
+    with pytest.raises(ValueError, match="table name"):
+        run.save_table(df, "sub/dir")
+
+
+def test_markdown_table_alignment_and_index():
+    df = pd.DataFrame({"v": [1.0, 22.5]}, index=pd.Index(["x", "y"], name="k"))
+    assert markdown_table(df, index=True) == "| k   |    v |\n|-----|-----:|\n| x   |    1 |\n| y   | 22.5 |\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Claims
+
+
+def test_claims_are_recorded_printed_and_replaced(capsys, isolated):
+    run = setup("nb", namespace(), PROFILES)
+    capsys.readouterr()
+    run.claim("S1", "Stechkin bound on 12000 vectors", "[derived]", {"max ratio": np.float64(0.93412)}, True)
+    run.claim("E2", "SI-adaptive keeps accuracy", "paper", 0.912345, np.bool_(False), kind="empirical")
+    run.claim("S1", "Stechkin bound on 12000 vectors", "[derived]", {"max ratio": torch.tensor(0.5)},
+              torch.tensor(True))
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "[S1] HOLDS — Stechkin bound on 12000 vectors (max ratio 0.934)",
+        "[E2] DOES NOT REPRODUCE — SI-adaptive keeps accuracy (0.912)",
+        "[S1] HOLDS — Stechkin bound on 12000 vectors (max ratio 0.5)",
+    ]
+    record = read_claims(claims_path("nb", "ci"))
+    assert [c["id"] for c in record["claims"]] == ["S1", "E2"]  # replaced by id, order kept
+    assert record["claims"][0] == {"id": "S1", "statement": "Stechkin bound on 12000 vectors",
+                                   "provenance": "derived", "kind": "theorem", "measured": "max ratio 0.5",
+                                   "holds": True, "verdict": "holds"}
+    assert record["claims"][1]["verdict"] == "does not reproduce"
+    assert record["notebook"] == "nb" and record["profile"] == "ci" and record["parameters"]["n"] == 10
+    assert not list((isolated / "ci" / "claims").glob(".*"))  # no temporary files left behind
+    # A fresh setup starts a fresh record (claims removed from a notebook do not linger).
+    setup("nb", namespace(), PROFILES)
+    assert read_claims(claims_path("nb", "ci"))["claims"] == []
+
+
+def test_violated_theorem_is_recorded_then_raises(capsys):
+    run = setup("nb", namespace(), PROFILES)
+    capsys.readouterr()
+    with pytest.raises(AssertionError, match="theorem claim T1 does not hold"):
+        run.claim("T1", "ratio at most one", "[derived]", "max ratio 1.2", False)
+    assert capsys.readouterr().out == "[T1] DOES NOT HOLD — ratio at most one (max ratio 1.2)\n"
+    assert read_claims(run.claims_path)["claims"][0]["verdict"] == "does not hold"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"claim_id": ""}, ValueError, "claim_id"),
+        ({"claim_id": "[S1]"}, ValueError, "claim_id"),
+        ({"statement": "two\nlines"}, ValueError, "one-line"),
+        ({"provenance": "folklore"}, ValueError, "provenance"),
+        ({"kind": "conjecture"}, ValueError, "kind"),
+        ({"holds": 0.99}, TypeError, "holds must be a bool"),
+        ({"holds": torch.tensor([True, False])}, ValueError, "single truth value"),
+    ],
+)
+def test_claim_argument_errors(kwargs, error, pattern):
+    run = setup("nb", namespace(), PROFILES)
+    args = {"claim_id": "S1", "statement": "s", "provenance": "[paper]", "measured": 1, "holds": True}
+    args.update(kwargs)
+    with pytest.raises(error, match=pattern):
+        run.claim(**args)
+
+
+def test_collect_claims_lists_missing_notebooks(isolated):
+    for name, holds in (("01_a", True), ("02_b", False)):
+        run = setup(name, namespace(), PROFILES)
+        run.claim("X", f"claim of {name}", "[paper]", 1, holds, kind="empirical")
+    setup("99_ledger", namespace(), PROFILES)
+    table, missing = collect_claims(isolated / "ci", expected=["01_a", "02_b", "03_c"], exclude=["99_ledger"])
+    assert list(table["notebook"]) == ["01_a", "02_b"]
+    assert list(table["verdict"]) == ["holds", "does not reproduce"]
+    assert list(table["provenance"]) == ["[paper]", "[paper]"]
+    assert missing == ["03_c"]
+    empty, missing = collect_claims(isolated / "nowhere", expected=["01_a"])
+    assert empty.empty and missing == ["01_a"]
+
+
+def test_number_formatting():
+    assert format_number(0.93412) == "0.934"
+    assert format_number(np.int64(12000)) == "12000"
+    assert format_number(torch.tensor(-0.0)) == "0"
+    assert format_number(float("inf")) == "inf" and format_number(float("nan")) == "nan"
+    assert format_number(True) == "yes"
+    assert format_measured({"a": 1.23456, "b": 2}) == "a 1.23, b 2"
+    assert format_measured("as is") == "as is"
+
+
+# ----------------------------------------------------------------------------------------------
+# Structure checks
+
+
+def _good_notebook_text(name: str) -> str:
+    return f'''# %% [markdown]
+# # Title
+#
+# **Claim [derived].** Something true.
+
+# %% tags=["parameters"]
+profile = "ci"
+device = "auto"
+seed = 0
+n = None
+
+# %%
+from lqtheory.notebook import setup
+
+PROFILES = {{"ci": dict(n=1), "default": dict(n=2), "paper": dict(n=3)}}
+run = setup("{name}", globals(), profiles=PROFILES)
+
+# %%
+run.claim("A", "n positive", "[derived]", run.n, run.n > 0)
+'''
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / f"{name}.ipynb"
+    nbformat.write(percent_to_notebook(text), path)
+    return path
+
+
+def test_check_notebook_accepts_the_skeleton(tmp_path):
+    path = _write(tmp_path, "05_good", _good_notebook_text("05_good"))
+    assert check_notebook(path, committed=False) == []
+    # Unexecuted, it is not fit to be committed.
+    assert any("was not executed" in p for p in check_notebook(path))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("# # Title", "Title", "cell 1 must be markdown starting with a '# ' title"),
+        ("**Claim [derived].** Something true.", "Something.", "provenance"),
+        ('profile = "ci"', 'profile = "default"', "profile must default to 'ci'"),
+        ('device = "auto"', 'device = "cpu"', "device must default to 'auto'"),
+        ("seed = 0\n", "", "must assign seed"),
+        ("n = None", "n = 5", "n must default to None"),
+        ("n = None", "n = None\nm = n", "m must be assigned a literal"),
+        ("n = None", "n = None\nimport os", "only 'name = literal' assignments"),
+        ('tags=["parameters"]', "", "exactly cell 2 must be tagged 'parameters'"),
+        ('setup("05_bad"', 'setup("other"', "setup's first argument must be the file stem '05_bad'"),
+        ("run = setup(", "run = set_up(", "cell 3 must call setup"),
+        ("dict(n=1), \"default\": dict(n=2), \"paper\": dict(n=3)",
+         "dict(k=1), \"default\": dict(k=2), \"paper\": dict(k=3)", "differ on k, n"),
+    ],
+)
+def test_check_notebook_names_each_problem(tmp_path, old, new, problem):
+    text = _good_notebook_text("05_bad")
+    assert old in text
+    problems = check_notebook(_write(tmp_path, "05_bad", text.replace(old, new)), committed=False)
+    assert any(problem in p for p in problems), problems
+
+
+def test_check_notebook_committed_state(tmp_path):
+    path = _write(tmp_path, "06_c", _good_notebook_text("06_c"))
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        cell.execution_count = i + 1
+    assert any("was not executed" in p for p in check_notebook(path))
+    nbformat.write(nb, path)
+    assert check_notebook(path) == []
+    nb.metadata["papermill"] = {"duration": 1.0}
+    nb.cells[3].outputs = [nbformat.v4.new_output("stream", name="stderr", text="/home/me/x.py:1: Warning\n"),
+                           nbformat.v4.new_output("error", ename="ValueError", evalue="x", traceback=[])]
+    nbformat.write(nb, path)
+    problems = check_notebook(path)
+    assert any("papermill metadata" in p for p in problems)
+    assert any("machine-specific path" in p for p in problems)
+    assert any("error output (ValueError)" in p for p in problems)
+
+
+def test_percent_conversion_keeps_cells_and_tags():
+    nb = percent_to_notebook(_good_notebook_text("x"))
+    assert [c.cell_type for c in nb.cells] == ["markdown", "code", "code", "code"]
+    assert nb.cells[0].source == "# Title\n\n**Claim [derived].** Something true."
+    assert nb.cells[1].metadata["tags"] == ["parameters"]
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_the_guides_skeleton_passes_the_checks(tmp_path):
+    guide = (REPO / "notebooks" / "README.md").read_text()
+    skeleton = re.search(r"## Copy-paste skeleton.*?```python\n(.*?)```", guide, re.S).group(1)
+    assert check_notebook(_write(tmp_path, "01_lq_geometry", skeleton), committed=False) == []
+
+
+COMMITTED = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])
+def test_committed_notebooks_follow_the_guide(path):
+    assert check_notebook(path) == []

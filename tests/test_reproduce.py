@@ -1,0 +1,288 @@
+"""lqtheory.reproduce on tiny throwaway notebooks, with real papermill kernels.
+
+Kernel launches are the cost here (a few seconds each), so one module-scoped first run executes
+three notebooks (two in parallel) and the later tests reuse its folders: 6 launches in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+
+import nbformat
+import papermill
+import pytest
+
+from lqtheory import reproduce
+from lqtheory.notebook import check_notebook, percent_to_notebook, read_claims
+
+PROFILES = '{"ci": dict(n=1), "default": dict(n=2), "paper": dict(n=3)}'
+
+
+def notebook_text(name: str, body: str, before_setup: str = "") -> str:
+    return f'''# %% [markdown]
+# # {name}
+#
+# Claims [derived] for the tests of lqtheory.reproduce.
+
+# %% tags=["parameters"]
+profile = "ci"
+device = "auto"
+seed = 0
+n = None
+
+# %%
+from lqtheory.notebook import setup
+{before_setup}
+PROFILES = {PROFILES}
+run = setup("{name}", globals(), profiles=PROFILES)
+
+# %%
+{body}
+'''
+
+
+OK_BODY = '''import matplotlib.pyplot as plt
+import pandas as pd
+
+fig, ax = plt.subplots()
+ax.plot([1, 2, 3], [1, 4, 9])
+run.save_figure(fig, "curve")
+run.save_table(pd.DataFrame({"n": [run.n], "half": [run.n / 2]}), "sizes")
+run.claim("A1", "n is positive", "[derived]", {"n": run.n}, run.n > 0)
+run.claim("E1", "n exceeds two", "[paper]", {"n": run.n}, run.n > 2, kind="empirical")'''
+
+NOTEBOOKS = {
+    "01_ok": notebook_text("01_ok", OK_BODY),
+    # fails in the setup cell, before setup() runs: no claims file at all
+    "02_fail": notebook_text("02_fail", "print('never')", before_setup="ratio = 1 / 0"),
+    "03_theorem": notebook_text("03_theorem", 'run.claim("T1", "n is negative", "[derived]", run.n, run.n < 0)'),
+}
+
+
+def args_for(ws: dict, *extra: str) -> argparse.Namespace:
+    parser = reproduce.add_arguments(argparse.ArgumentParser())
+    return parser.parse_args(["--notebooks-dir", str(ws["notebooks"]), "--build-dir", str(ws["build"]),
+                              "--figures-dir", str(ws["figures"]), *extra])
+
+
+def call(ws: dict, *extra: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = reproduce.run(args_for(ws, *extra), out=out)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reproduce")
+    # Other engineers edit lqtheory/ concurrently: hash a frozen stand-in package instead.
+    package = root / "package"
+    package.mkdir()
+    (package / "mod.py").write_text("X = 1\n")
+    saved_dir = reproduce.PACKAGE_DIR
+    reproduce.PACKAGE_DIR = package
+    ws = {"notebooks": root / "notebooks", "build": root / "build", "figures": root / "figures",
+          "package": package}
+    ws["notebooks"].mkdir()
+    for name, text in NOTEBOOKS.items():
+        nbformat.write(percent_to_notebook(text), ws["notebooks"] / f"{name}.ipynb")
+    ws["first"] = call(ws, "--profile", "ci", "--jobs", "2")
+    yield ws
+    reproduce.PACKAGE_DIR = saved_dir
+
+
+def test_first_run_executes_reports_and_fails(ws):
+    code, out = ws["first"]
+    assert code == 1
+    build = ws["build"] / "ci"
+    for name in NOTEBOOKS:
+        assert (build / f"{name}.ipynb").is_file(), out  # executed copies, failures included
+    executed = nbformat.read(build / "01_ok.ipynb", as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    figures = ws["figures"] / "ci"
+    for artifact in ("curve.png", "curve.pdf", "sizes.csv", "sizes.md"):
+        assert (figures / artifact).is_file()
+    assert "01_ok: done in" in out
+    # the failing notebook is named with its cell, exception and source
+    assert "02_fail: FAILED" in out
+    assert "cell 3 failed with ZeroDivisionError: division by zero" in out
+    assert "> ratio = 1 / 0" in out
+    assert not (figures / "claims" / "02_fail.json").exists()
+    # the violated theorem: the notebook fails and the summary names the claim
+    assert "03_theorem: FAILED" in out and "AssertionError: theorem claim T1 does not hold" in out
+    assert "theorem does not hold: 03_theorem [T1] n is negative (1)" in out
+    assert read_claims(figures / "claims" / "03_theorem.json")["claims"][0]["verdict"] == "does not hold"
+    # the empirical miss is listed, not fatal on its own
+    assert "does not reproduce: 01_ok [E1] n exceeds two (n 1)" in out
+    assert "1/3 notebook(s) ok, 2 failed; 1 theorem claim(s) violated, 1 empirical claim(s) not reproduced" in out
+    summary = {line.split()[0]: line.split()[1] for line in out.splitlines()
+               if line.split() and line.split()[0] in NOTEBOOKS and len(line.split()) > 2}
+    assert summary == {"01_ok": "done", "02_fail": "FAILED", "03_theorem": "FAILED"}
+
+
+def test_second_run_hits_the_cache(ws):
+    copy = ws["build"] / "ci" / "01_ok.ipynb"
+    before = copy.stat().st_mtime_ns
+    code, out = call(ws, "--profile", "ci", "--only", "01")
+    assert code == 0, out
+    assert "01_ok: skipped (cached)" in out and "started" not in out
+    assert copy.stat().st_mtime_ns == before
+
+
+def test_cache_is_invalidated_by_inputs(ws):
+    path = ws["notebooks"] / "01_ok.ipynb"
+    params = {"profile": "ci", "device": "auto"}
+    figures = ws["figures"] / "ci"
+    key = reproduce.cache_key(path, params, figures, reproduce.package_digest())
+    stamp = json.loads((ws["build"] / "ci" / "01_ok.cache.json").read_text())["key"]
+    assert key == stamp
+    assert reproduce.cache_key(path, {**params, "seed": 1}, figures, reproduce.package_digest()) != key
+    assert reproduce.cache_key(path, params, figures, "another package") != key
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[3].source += "\n# changed"
+    changed = ws["build"].parent / "01_ok.ipynb"
+    nbformat.write(nb, changed)
+    assert reproduce.cache_key(changed, params, figures, reproduce.package_digest()) != key
+    nb.cells[3].source = nbformat.read(path, as_version=4).cells[3].source
+    nb.cells[3].outputs = [nbformat.v4.new_output("stream", name="stdout", text="outputs do not count\n")]
+    nbformat.write(nb, changed)
+    assert reproduce.cache_key(changed, params, figures, reproduce.package_digest()) == key
+    # a deleted output invalidates the cache too (checked without running anything)
+    claims = figures / "claims" / "01_ok.json"
+    (figures / "sizes.md").rename(figures / "sizes.md.bak")
+    try:
+        assert not reproduce._cache_valid(ws["build"] / "ci" / "01_ok.cache.json", key, claims)
+    finally:
+        (figures / "sizes.md.bak").rename(figures / "sizes.md")
+    assert reproduce._cache_valid(ws["build"] / "ci" / "01_ok.cache.json", key, claims)
+
+
+def test_force_runs_again(ws):
+    code, out = call(ws, "--profile", "ci", "--only", "01_ok", "--force")
+    assert code == 0, out
+    assert "01_ok: started" in out and "01_ok: done in" in out and "cached" not in out
+
+
+def test_unknown_parameter_is_rejected_before_running(ws, capsys):
+    code, out = call(ws, "--profile", "ci", "--only", "01_ok", "-p", "n_vector=3")
+    assert code == reproduce.USAGE_ERROR and out == ""
+    err = capsys.readouterr().err
+    assert "01_ok: unknown parameter(s) n_vector; it declares profile, device, seed, n" in err
+
+
+def test_unknown_notebook_is_rejected_with_the_names(ws, capsys):
+    code, _ = call(ws, "--only", "04_nope")
+    assert code == reproduce.USAGE_ERROR
+    assert "'04_nope' is not a notebook; notebooks: 01_ok, 02_fail, 03_theorem" in capsys.readouterr().err
+    code, _ = call(ws, "--only", "0")
+    assert "is ambiguous" in capsys.readouterr().err
+
+
+def test_setup_rejects_unknown_parameter_inside_the_kernel(ws, tmp_path):
+    # papermill only warns on unknown names; setup() turns the injected name into an error.
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        papermill.execute_notebook(str(ws["notebooks"] / "01_ok.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters={"n_vector": 3}, kernel_name="python3", progress_bar=False,
+                                   cwd=str(tmp_path))
+    assert info.value.ename == "ValueError"
+    assert "unknown parameter(s) 'n_vector' passed to notebook 01_ok" in info.value.evalue
+
+
+def _fake_cached(ws, name: str, claims: list[dict]) -> None:
+    """A notebook whose cache is valid and whose recorded claims are ``claims`` (nothing runs)."""
+    path = ws["notebooks"] / f"{name}.ipynb"
+    nbformat.write(percent_to_notebook(notebook_text(name, "pass")), path)
+    figures = ws["figures"] / "ci"
+    params = {"profile": "ci", "device": "auto"}
+    key = reproduce.cache_key(path, params, figures, reproduce.package_digest())
+    (ws["build"] / "ci" / f"{name}.cache.json").write_text(json.dumps({"key": key}))
+    record = {"notebook": name, "profile": "ci", "claims": claims, "artifacts": []}
+    (figures / "claims" / f"{name}.json").write_text(json.dumps(record))
+
+
+def _claim(cid: str, kind: str, holds: bool) -> dict:
+    verdict = "holds" if holds else ("does not hold" if kind == "theorem" else "does not reproduce")
+    return {"id": cid, "statement": f"statement {cid}", "provenance": "paper", "kind": kind,
+            "measured": "1", "holds": holds, "verdict": verdict}
+
+
+def test_recorded_claims_decide_the_exit_code(ws):
+    _fake_cached(ws, "05_empirical", [_claim("E", "empirical", False), _claim("S", "theorem", True)])
+    _fake_cached(ws, "06_broken", [_claim("T", "theorem", False)])
+    try:
+        code, out = call(ws, "--profile", "ci", "--only", "05_empirical")
+        assert code == 0 and "05_empirical: skipped (cached)" in out
+        assert re.search(r"05_empirical\s+cached\s+-\s+1/2 hold", out)
+        assert "does not reproduce: 05_empirical [E] statement E (1)" in out
+        code, out = call(ws, "--profile", "ci", "--only", "05_empirical", "--strict")
+        assert code == 1
+        code, out = call(ws, "--profile", "ci", "--only", "06_broken")
+        assert code == 1 and "theorem does not hold: 06_broken [T] statement T (1)" in out
+    finally:
+        for name in ("05_empirical", "06_broken"):
+            (ws["notebooks"] / f"{name}.ipynb").unlink()
+
+
+def test_update_notebooks_writes_clean_committed_copies(ws):
+    source = ws["notebooks"] / "01_ok.ipynb"
+    code, out = call(ws, "--update-notebooks", "--only", "01_ok")
+    assert code == 0, out
+    assert re.search(r"01_ok\s+done.*written back", out)
+    nb = nbformat.read(source, as_version=4)
+    assert "papermill" not in nb.metadata
+    assert all("papermill" not in c.metadata and "execution" not in c.metadata for c in nb.cells)
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    assert check_notebook(source) == []
+    texts = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "[A1] HOLDS — n is positive (n 1)" in texts
+    assert "01_ok: profile ci, seed 0; n=1" in texts
+    code, _ = call(ws, "--update-notebooks", "--profile", "default")
+    assert code == reproduce.USAGE_ERROR
+    code, _ = call(ws, "--update-notebooks", "-p", "n=2")
+    assert code == reproduce.USAGE_ERROR
+
+
+def test_updating_a_notebook_refreshes_the_aggregators(tmp_path):
+    paths = [tmp_path / f"{n}.ipynb" for n in ("01_a", "02_b", "99_ledger")]
+    assert reproduce.with_aggregators(paths, paths[1:2]) == paths[1:]
+    assert reproduce.with_aggregators(paths, paths[2:]) == paths[2:]
+    assert reproduce.with_aggregators(paths, paths) == paths
+
+
+def test_list_and_cli_wiring(ws):
+    parser = argparse.ArgumentParser(prog="lqtheory")
+    sub = parser.add_subparsers(dest="command")
+    reproduce.add_arguments(sub.add_parser("reproduce"))
+    args = parser.parse_args(["reproduce", "--list", "--notebooks-dir", str(ws["notebooks"])])
+    out = io.StringIO()
+    assert reproduce.run(args, out=out) == 0
+    text = out.getvalue()
+    assert text.index("01_ok") < text.index("02_fail") < text.index("03_theorem")
+    assert 'parameters: profile="ci", device="auto", seed=0, n=None' in text
+
+
+def test_run_order_puts_aggregators_last(tmp_path):
+    for name in ("99_ledger", "10_b", "02_a", "99_a_summary"):
+        (tmp_path / f"{name}.ipynb").write_text("{}")
+    assert [p.stem for p in reproduce.list_notebooks(tmp_path)] == ["02_a", "10_b", "99_a_summary", "99_ledger"]
+
+
+def test_clean_executed_strips_volatile_parts():
+    nb = percent_to_notebook(notebook_text("x", "pass"))
+    nb.metadata["papermill"] = {"start_time": "2024-01-01"}
+    nb.cells.insert(2, nbformat.v4.new_code_cell("# Parameters\nn = 2", metadata={"tags": ["injected-parameters"]}))
+    nb.cells[3].metadata.update({"papermill": {"duration": 1.0}, "execution": {"iopub.status.idle": "t"}, "tags": []})
+    cleaned = reproduce.clean_executed(nb)
+    assert "papermill" not in cleaned.metadata and len(cleaned.cells) == 4
+    assert cleaned.cells[2].metadata == {}
+    assert cleaned.cells[1].metadata == {"tags": ["parameters"]}
+
+
+def test_parse_param():
+    assert reproduce.parse_param("n=3") == ("n", 3)
+    assert reproduce.parse_param("qs=[0.1, 0.5]") == ("qs", [0.1, 0.5])
+    assert reproduce.parse_param("data=fashion") == ("data", "fashion")
+    with pytest.raises(argparse.ArgumentTypeError):
+        reproduce.parse_param("no_equals")
