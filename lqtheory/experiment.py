@@ -49,7 +49,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -735,6 +735,7 @@ def run_experiment(
     callbacks: Sequence[Callback] = (),
     verbose: bool = False,
     threads: int | None = None,
+    on_record: Callable[[dict], None] | None = None,
 ) -> Results:
     """Run (or resume, or just load) the prune → rewind → retrain experiment ``config``.
 
@@ -744,7 +745,8 @@ def run_experiment(
     uninterrupted run gives on the same device (``wall_time`` aside). A corrupt or inconsistent file
     in the folder raises :class:`CorruptRunError`. ``progress``: tqdm bars over iterations and
     epochs (default: only when interactive, see :func:`lqtheory.training.progress_enabled`).
-    ``verbose`` prints one line per finished iteration to stdout. ``threads`` sets torch's CPU thread
+    ``verbose`` prints one line per finished iteration to stdout and ``on_record(record)`` is called
+    with each newly committed record (the CLI prints its table with it). ``threads`` sets torch's CPU thread
     count for the duration of the run (restored afterwards); ``None`` leaves it alone. Small models
     train much faster on one thread, especially when other processes share the cores; the count
     used is recorded in the metadata (CPU results may differ in the last bits between counts).
@@ -755,7 +757,8 @@ def run_experiment(
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            return run_experiment(config, out, progress=progress, callbacks=callbacks, verbose=verbose)
+            return run_experiment(config, out, progress=progress, callbacks=callbacks, verbose=verbose,
+                                  on_record=on_record)
         finally:
             torch.set_num_threads(before)
     if not isinstance(config, ExperimentConfig):
@@ -803,6 +806,8 @@ def run_experiment(
             state.commit(t, complete=t == config.iterations, metadata=metadata)
             if verbose:
                 print(_verbose_line(record), flush=True)
+            if on_record is not None:
+                on_record(record)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(acc=f"{record['accuracy']:.3f}", rem=f"{record['remaining_percent']:.1f}%")

@@ -1,0 +1,267 @@
+"""The ``lqtheory`` command: ``lqtheory prune ...`` (one prune → rewind → retrain run) and
+``lqtheory reproduce ...`` (execute the notebooks; see :mod:`lqtheory.reproduce`).
+
+``lqtheory prune`` validates every option before anything runs (unknown data set, model, method or
+scope, ``p >= q``, negative counts, a device that is not present: exit code 2 with a message), runs
+or resumes the experiment in ``<out>/<run_id>/`` (a finished run is only loaded), prints one table row
+per iteration and the run folder's path. Exit code 1 when the run itself fails (missing data, a
+corrupt run folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+USAGE_ERROR = 2
+
+_PRUNE_DESCRIPTION = """\
+Run one iterative prune -> rewind -> retrain experiment (THEORY.md section 3): train the dense model,
+then for each of T iterations prune, rewind the survivors and biases to their initial values and
+retrain E epochs under the mask. Results (records, masks, checkpoint) go to OUT/<run_id>/, named by a
+hash of the non-default options; re-running a finished configuration only loads it, and an
+interrupted run resumes where it stopped. Masks simulate sparsity: the speed-up column is the
+theoretical ratio of multiply-adds, not a wall-clock gain."""
+
+_TABLE = [
+    # header, width, formatter(record, scope)
+    ("iter", 4, lambda r, s: f"{r['iteration']:d}"),
+    ("remaining %", 11, lambda r, s: f"{r['remaining_percent']:.2f}"),
+    ("acc retrained", 13, lambda r, s: f"{r['accuracy']:.4f}"),
+    ("acc just-pruned", 15, lambda r, s: "-" if r["pruned_accuracy"] is None else f"{r['pruned_accuracy']:.4f}"),
+    ("PQI", 6, lambda r, s: f"{r[f'pqi_{s}']:.4f}"),
+    ("compression", 11, lambda r, s: f"{r['compression']:.2f}x"),
+    ("speed-up", 8, lambda r, s: f"{r['speedup']:.2f}x"),
+]
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Appends "(default: ...)" unless the help text already says what the default is; keeps the
+    description's and the examples' line breaks."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        return text if "default" in text else super()._get_help_string(action)
+
+
+_PRUNE_EPILOG = """examples:
+  lqtheory prune --dataset fashion-mnist --model mlp-128-1-2-relu --method sap --scope neuron -T 10 -E 5
+  lqtheory prune --dataset digits --model mlp-64-1-2-relu --method lottery-ticket --scope global -T 5 -E 3
+  lqtheory prune --method si-adaptive --p 0.5 --gamma 3     # SI-adaptive with q = 0.5, c = 3
+"""
+
+
+def _table_header() -> str:
+    return "  ".join(h.rjust(w) for h, w, _ in _TABLE)
+
+
+def _table_row(record: dict, scope: str) -> str:
+    return "  ".join(fmt(record, scope).rjust(w) for _, w, fmt in _TABLE)
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _nonnegative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_prune_arguments(parser: argparse.ArgumentParser) -> None:
+    from lqtheory.data import DATASETS
+    from lqtheory.masks import SCOPES
+    from lqtheory.models import MODEL_PATTERNS, MODELS
+    from lqtheory.pruning import METHODS
+    from lqtheory.training import SCHEDULES
+
+    models = ", ".join([*sorted(MODELS), *(p.form for p in MODEL_PATTERNS)])
+    what = parser.add_argument_group("what to run")
+    what.add_argument("--dataset", default="fashion-mnist", metavar="NAME",
+                      help=f"data set: {', '.join(sorted(DATASETS))}")
+    what.add_argument("--model", default="mlp-128-1-2-relu", metavar="NAME", help=f"model: {models}")
+    what.add_argument("--method", default="sap", choices=sorted(METHODS), help="pruning method")
+    what.add_argument("--scope", default="neuron", choices=SCOPES, help="pruning unit: a neuron, a layer, or all")
+    what.add_argument("--iterations", "-T", type=_nonnegative_int, default=10,
+                      help="pruning iterations T after the dense run")
+    what.add_argument("--epochs", "-E", type=_nonnegative_int, default=5, help="training epochs per iteration")
+    what.add_argument("--seed", type=_nonnegative_int, default=0,
+                      help="seed of the initialisation, batch orders and random pruning")
+
+    prune = parser.add_argument_group("pruning (SAP / SI-adaptive: p, q, eta, gamma, beta; rate methods: rate)")
+    prune.add_argument("--p", type=float, default=0.5, help="PQ Index exponent p (0 < p < q); si-adaptive's q_small")
+    prune.add_argument("--q", type=float, default=1.0, help="PQ Index exponent q (si-adaptive requires 1)")
+    prune.add_argument("--eta", type=float, default=0.0, help="tail-mass ratio eta_r >= 0 of SAP's retained count")
+    prune.add_argument("--gamma", type=float, default=1.0, help="SAP scale gamma > 0 (SI-adaptive's c)")
+    prune.add_argument("--beta", type=float, default=0.9, help="SAP cap beta in [0, 1] on the per-unit prune ratio")
+    prune.add_argument("--rate", type=float, default=0.2,
+                       help="fraction of the remaining weights removed per iteration by one-shot, lottery-ticket, "
+                            "random and bound-optimal")
+
+    tr = parser.add_argument_group("training (SGD, Nesterov momentum, cosine schedule)")
+    tr.add_argument("--lr", type=float, default=0.03, help="learning rate (E2: 0.03, E3: 0.1)")
+    tr.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    tr.add_argument("--no-nesterov", dest="nesterov", action="store_false",
+                    help="plain momentum (default: Nesterov momentum)")
+    tr.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
+    tr.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule")
+    tr.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip (0 disables clipping)")
+    tr.add_argument("--batch-size", type=_positive_int, default=250, help="mini-batch size")
+    tr.add_argument("--l1-penalty", type=float, default=0.0, help="l1 penalty on the prunable weights")
+
+    data = parser.add_argument_group("data and machine")
+    data.add_argument("--n-train", type=_positive_int, default=None,
+                      help="use a class-balanced subset of this many training examples (default: all)")
+    data.add_argument("--n-test", type=_positive_int, default=None,
+                      help="use a class-balanced subset of this many test examples (default: all)")
+    data.add_argument("--data-seed", type=_nonnegative_int, default=0, help="seed of the data subsets")
+    data.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    data.add_argument("--threads", type=_positive_int, default=None,
+                      help="torch CPU threads during the run (default: torch's choice; 1 is fastest for small "
+                           "models on shared cores)")
+    data.add_argument("--out", default="runs", help="root folder of the run folders")
+    data.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="always show progress bars (default: only on a terminal)")
+    data.add_argument("--no-progress", dest="progress", action="store_false",
+                      help="never show progress bars (default: see --progress)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lqtheory`` parser. ``reproduce``'s options are added only when that command is used, so
+    ``lqtheory prune`` never imports the notebook machinery."""
+    return _build()[0]
+
+
+def _build() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    import lqtheory
+
+    parser = argparse.ArgumentParser(
+        prog="lqtheory",
+        description="Neural-network compression through sparse linear approximation, reproduced.",
+    )
+    parser.add_argument("--version", action="version", version=f"lqtheory {lqtheory.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    prune = sub.add_parser(
+        "prune",
+        help="run one prune -> rewind -> retrain experiment and print its table",
+        description=_PRUNE_DESCRIPTION,
+        epilog=_PRUNE_EPILOG,
+        formatter_class=_HelpFormatter,
+    )
+    _add_prune_arguments(prune)
+    reproduce = sub.add_parser(
+        "reproduce",
+        help="execute the notebooks with papermill (figures, tables, claims); see `lqtheory reproduce --help`",
+        add_help=False,
+    )
+    reproduce.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser, prune
+
+
+def _config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """Build and validate the :class:`ExperimentConfig`; every problem is a usage error (exit 2)."""
+    from lqtheory.device import resolve_device
+    from lqtheory.experiment import ExperimentConfig
+
+    if not args.p < args.q:
+        parser.error(f"--p must be smaller than --q (0 < p < q), got p={args.p:g}, q={args.q:g}")
+    try:
+        resolve_device(args.device)
+    except (ValueError, TypeError) as err:
+        parser.error(f"--device: {err}")
+    try:
+        return ExperimentConfig(
+            dataset=args.dataset, model=args.model, method=args.method, scope=args.scope, p=args.p, q=args.q,
+            eta=args.eta, gamma=args.gamma, beta=args.beta, rate=args.rate, iterations=args.iterations,
+            epochs=args.epochs, seed=args.seed, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
+            weight_decay=args.weight_decay, schedule=args.schedule,
+            grad_clip=args.grad_clip if args.grad_clip else None, batch_size=args.batch_size,
+            l1_penalty=args.l1_penalty, n_train=args.n_train, n_test=args.n_test, data_seed=args.data_seed,
+            device=args.device,
+        )
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
+    raise AssertionError("unreachable")  # parser.error exits
+
+
+def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -> int:
+    from lqtheory.experiment import CorruptRunError, load_run, run_experiment
+
+    config = _config_from_args(args, parser)
+    run_dir = config.run_dir(args.out)
+    print(f"run {config.run_id()}: {config.describe()}", file=out)
+    print(f"folder: {run_dir}", file=out)
+    print(_table_header(), file=out, flush=True)
+    printed = 0
+    try:
+        if (run_dir / "results.json").is_file():
+            for record in load_run(run_dir).records:  # already committed (finished or interrupted run)
+                print(_table_row(record, config.scope), file=out, flush=True)
+                printed += 1
+    except (CorruptRunError, OSError) as err:
+        print(f"lqtheory prune: error: {err}", file=sys.stderr, flush=True)
+        return 1
+
+    printed_before = printed
+
+    def on_record(record: dict) -> None:
+        nonlocal printed
+        if record["iteration"] >= printed:
+            print(_table_row(record, config.scope), file=out, flush=True)
+            printed = record["iteration"] + 1
+
+    try:
+        results = run_experiment(config, args.out, progress=args.progress, threads=args.threads,
+                                 on_record=on_record)
+    except KeyboardInterrupt:
+        print(f"interrupted; run the same command again to resume from {run_dir}", file=sys.stderr, flush=True)
+        return 130
+    except (CorruptRunError, FileNotFoundError, RuntimeError, ValueError, OSError) as err:
+        print(f"lqtheory prune: error: {err}", file=sys.stderr, flush=True)
+        return 1
+    if printed_before == len(results.records) and results.complete:
+        print("(a finished run: loaded from its folder, nothing recomputed)", file=out)
+    last = results.records[-1]
+    print(
+        f"dense accuracy {results.dense_accuracy:.4f}; after {config.iterations} iteration(s): "
+        f"accuracy {last['accuracy']:.4f} with {last['remaining_percent']:.2f}% of "
+        f"{last['total']:,} weights (compression {last['compression']:.2f}x, "
+        f"theoretical speed-up {last['speedup']:.2f}x)",
+        file=out,
+    )
+    print(f"results: {run_dir}", file=out, flush=True)
+    return 0
+
+
+def _run_reproduce(rest: Sequence[str]) -> int:
+    from lqtheory import reproduce  # imported only here: papermill and friends are not needed by `prune`
+
+    parser = argparse.ArgumentParser(prog="lqtheory reproduce", description=(reproduce.__doc__ or "").split("\n\n")[0])
+    reproduce.add_arguments(parser)
+    return reproduce.run(parser.parse_args(list(rest)))
+
+
+def main(argv: Sequence[str] | None = None, *, out=None) -> int:
+    """Entry point of the ``lqtheory`` command; returns the exit code (argparse usage errors exit 2)."""
+    out = out if out is not None else sys.stdout
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "reproduce":  # its own parser, so `lqtheory reproduce --help` shows its options
+        return _run_reproduce(argv[1:])
+    parser, prune_parser = _build()
+    args = parser.parse_args(argv)
+    if args.command == "reproduce":  # e.g. `lqtheory --some-flag reproduce`: not reached with valid input
+        return _run_reproduce(args.rest)
+    return _run_prune(args, prune_parser, out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
