@@ -44,9 +44,20 @@ __all__ = [
 _MAX_EXPONENT = 1e6  # p or q above this is surely a mistake, and pow() overflows long before it
 
 
-def _prepare(w, dim: int, mask, name: str = "w"):
-    """Validate and return (w with pruned entries zeroed, mask or None, alive count in w's dtype)."""
-    check_tensor(w, name)
+def _prepare(w, dim: int, mask, name: str = "w", *, defer_finite: bool = False):
+    """Validate and return (w with pruned entries zeroed, mask or None, alive count in w's dtype).
+
+    ``defer_finite=True`` (without a mask) skips the NaN/Inf scan, a full extra pass over ``w``: the
+    caller must then run :func:`_check_finite_from` on a per-unit reduction that propagates NaN/Inf.
+    With a mask the scan stays up front, since masked entries are zeroed before any reduction sees them.
+    """
+    if defer_finite and mask is None:
+        if not isinstance(w, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")
+        if not w.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {w.dtype}")
+    else:
+        check_tensor(w, name)
     check_dim(w, dim, name)
     mask = check_mask(mask, w)
     if mask is None:
@@ -60,19 +71,56 @@ def alive_count(w: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None
     return _prepare(w, dim, mask)[2]
 
 
-def _log_norm(w: torch.Tensor, q: float, dim: int) -> torch.Tensor:
+def _check_finite_from(reduced: torch.Tensor, w: torch.Tensor, name: str = "w") -> None:
+    """Deferred NaN/Inf check: ``reduced`` is a per-unit reduction of ``w`` that is non-finite for every
+    unit holding a NaN or Inf (a max, a sum, a q-norm). Only when some value is non-finite is ``w``
+    scanned, to raise ``check_tensor``'s error or to accept a legitimate overflow."""
+    if reduced.numel() and not bool(torch.isfinite(reduced).all()):
+        check_tensor(w, name)
+
+
+def _max_magnitude(w: torch.Tensor, dim: int) -> torch.Tensor | None:
+    """``max_i |w_i|`` of every unit (NaN/Inf propagate), or None for an empty ``dim``.
+
+    ``aminmax`` is one fused pass without the ``|w|`` temporary that ``w.abs().amax()`` writes (and a
+    fresh large temporary costs page faults on top of the memory traffic); ``vector_norm(ord=inf)``
+    runs a slower generic kernel on the CPU.
+    """
+    if w.shape[dim] == 0:
+        return None
+    low, high = torch.aminmax(w.detach(), dim=dim)
+    return torch.maximum(high, -low)
+
+
+def _safe_low(dtype: torch.dtype) -> float:
+    """Below this largest-term size, terms ``eps^2`` times smaller are subnormal or lost (underflow)."""
+    info = torch.finfo(dtype)
+    return info.tiny / info.eps**2
+
+
+def _log_norm(w: torch.Tensor, q: float, dim: int, scale: torch.Tensor | None = None) -> torch.Tensor:
     """``log ||w||_q`` along ``dim`` (``-inf`` for a zero unit), without overflow for small q.
 
-    The fast path is one fused ``vector_norm`` pass. ``||w||_q`` itself can exceed the float range for
-    small q and large d (it grows like ``d^(1/q)``) while the ratios we need stay moderate, so units
-    that overflowed are recomputed in the log domain in float64.
+    ``scale`` is :func:`_max_magnitude` of ``w`` (computed here when not given, so that callers taking
+    two norms pay for it once). Fast path, taken when no unit is zero and every unit's largest term
+    ``max|w_i|^q`` is far from underflow: one fused ``vector_norm`` pass, no temporaries. Otherwise
+    (and for units that overflowed) the careful path below. ``||w||_q`` itself can exceed the float
+    range for small q and large d (it grows like ``d^(1/q)``) while the ratios we need stay moderate,
+    so units that overflowed are recomputed in the log domain in float64.
     """
     if w.shape[dim] == 0:
         return torch.linalg.vector_norm(w, ord=q, dim=dim).log()
+    if scale is None:
+        scale = _max_magnitude(w, dim)
+    largest_term = scale.double().pow(q)
+    if bool(((scale > 0) & (largest_term >= _safe_low(w.dtype))).all()):
+        norm = torch.linalg.vector_norm(w, ord=q, dim=dim)
+        if bool(torch.isfinite(norm).all()):
+            return norm.log()
     # Divide by the unit's largest magnitude first: for q > 1, |w_i|^q of small (but normal) entries
     # underflows to 0 (float32, |w| ~ 1e-20, q = 2), which broke scale invariance of the indices.
     # The scale is detached: ||w||_q is 1-homogeneous, so the gradient of the sum is unchanged.
-    scale = w.detach().abs().amax(dim, keepdim=True)
+    scale = scale.unsqueeze(dim)
     zero_unit = scale == 0
     # Zero units get -inf without a path through log(0): its infinite derivative times the zero
     # gradient that torch.where sends back would make the indices' gradients NaN.
@@ -87,6 +135,14 @@ def _log_norm(w: torch.Tensor, q: float, dim: int) -> torch.Tensor:
     return torch.where(zero_unit, torch.full_like(log_norm, float("-inf")), log_norm + log_scale)
 
 
+def _validated_scale(w: torch.Tensor, dim: int) -> torch.Tensor | None:
+    """:func:`_max_magnitude`, which also serves as the deferred NaN/Inf check of ``w``."""
+    scale = _max_magnitude(w, dim)
+    if scale is not None:
+        _check_finite_from(scale, w)
+    return scale
+
+
 def lq_norm(w: torch.Tensor, q: float, dim: int = -1, mask: torch.Tensor | None = None) -> torch.Tensor:
     """The lq (quasi-)norm ``||w||_q = (Σ_i |w_i|^q)^(1/q)`` of every unit [paper, §1].
 
@@ -97,8 +153,10 @@ def lq_norm(w: torch.Tensor, q: float, dim: int = -1, mask: torch.Tensor | None 
     units (it grows like ``d^(1/q)``): use float64, or the ratio indices below, which stay finite.
     """
     q = check_exponent(q, "q", high=_MAX_EXPONENT)
-    w, _, _ = _prepare(w, dim, mask)
-    return torch.linalg.vector_norm(w, ord=q, dim=dim)
+    w, _, _ = _prepare(w, dim, mask, defer_finite=True)
+    norm = torch.linalg.vector_norm(w, ord=q, dim=dim)
+    _check_finite_from(norm, w)  # a NaN/Inf entry makes its unit's norm NaN/Inf
+    return norm
 
 
 def pq_index(
@@ -120,8 +178,11 @@ def _log_one_minus_pq(w, p, q, dim, mask) -> tuple[torch.Tensor, torch.Tensor]:
     p = check_exponent(p, "p", high=_MAX_EXPONENT)
     q = check_exponent(q, "q", high=_MAX_EXPONENT)
     check_p_less_than_q(p, q)
-    w, _, d = _prepare(w, dim, mask)
-    log_ratio = (1.0 / q - 1.0 / p) * d.clamp_min(1).log() + _log_norm(w, p, dim) - _log_norm(w, q, dim)
+    w, _, d = _prepare(w, dim, mask, defer_finite=True)
+    scale = _validated_scale(w, dim)
+    log_ratio = (
+        (1.0 / q - 1.0 / p) * d.clamp_min(1).log() + _log_norm(w, p, dim, scale) - _log_norm(w, q, dim, scale)
+    )
     degenerate = torch.isnan(log_ratio) | (d == 0)  # zero units: -inf - -inf
     # A rounding error above 0 would make I slightly negative: clamp (I >= 0 by Hölder).
     return torch.where(degenerate, torch.zeros_like(log_ratio), log_ratio.clamp_max(0.0)), d
@@ -135,8 +196,9 @@ def sparsity_index(
     Range ``[1, d^(1/q - 1)]``; larger means sparser; ``SI = 1 / (1 - I_{q,1}(w))``. Degenerate units: 1.
     """
     q = check_exponent(q, "q")
-    w, _, d = _prepare(w, dim, mask)
-    log_si = (1.0 / q - 1.0) * d.clamp_min(1).log() + _log_norm(w, 1.0, dim) - _log_norm(w, q, dim)
+    w, _, d = _prepare(w, dim, mask, defer_finite=True)
+    scale = _validated_scale(w, dim)
+    log_si = (1.0 / q - 1.0) * d.clamp_min(1).log() + _log_norm(w, 1.0, dim, scale) - _log_norm(w, q, dim, scale)
     si = torch.exp(log_si)
     degenerate = torch.isnan(si) | (d == 0)
     return torch.where(degenerate, torch.ones_like(si), si.clamp_min(1.0))
@@ -151,8 +213,9 @@ def teacher_sparsity_index(
     ``TSI = d^(1 - 1/q) SI``. Degenerate units: ``d^(1 - 1/q)`` (1 when ``d = 0``).
     """
     q = check_exponent(q, "q")
-    w, _, d = _prepare(w, dim, mask)
-    tsi = torch.exp(_log_norm(w, 1.0, dim) - _log_norm(w, q, dim))
+    w, _, d = _prepare(w, dim, mask, defer_finite=True)
+    scale = _validated_scale(w, dim)
+    tsi = torch.exp(_log_norm(w, 1.0, dim, scale) - _log_norm(w, q, dim, scale))
     floor = d.clamp_min(1).pow(1.0 - 1.0 / q)
     return torch.where(torch.isnan(tsi), floor, tsi.clamp(max=1.0))
 
@@ -184,8 +247,10 @@ def gini_index(w: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None)
     ``N = d`` alive entries; range ``[0, 1 - 1/N]``; larger means sparser. Degenerate units: 0.
     Costs one sort along ``dim``.
     """
-    w, mask, d = _prepare(w, dim, mask)
+    w, mask, d = _prepare(w, dim, mask, defer_finite=True)
     magnitudes = w.abs()  # masked entries are 0 here and sort first, with the alive zeros
+    total = magnitudes.sum(dim)
+    _check_finite_from(total, w)
     ascending = torch.sort(magnitudes, dim=dim).values
     n = magnitudes.shape[dim]
     position_shape = [1] * magnitudes.dim()
@@ -193,7 +258,6 @@ def gini_index(w: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None)
     positions = torch.arange(1, n + 1, dtype=w.dtype, device=w.device).view(position_shape)
     # An alive entry at sorted position k has alive rank k - (#masked); zeros contribute nothing anyway.
     n_masked = n - d
-    total = magnitudes.sum(dim)
     weighted = (ascending * positions).sum(dim) - n_masked * total
     gini = (2.0 * weighted - (d + 1.0) * total) / (d * total)
     return torch.where((total > 0) & (d > 0), gini, torch.zeros_like(gini))
@@ -261,12 +325,13 @@ def si_implied_size(
     Computed in the log domain: TSI itself underflows float32 for small q (``d^(1-1/q)``) while m <= d.
     """
     q = check_exponent(q, "q", high=1.0, high_inclusive=False)
-    w, _, d = _prepare(w, dim, mask)
+    w, _, d = _prepare(w, dim, mask, defer_finite=True)
+    scale = _validated_scale(w, dim)
     eta = _as_per_unit(eta, "eta", d, integer=False).to(d.dtype)
     if bool((eta < 0).any()):
         raise ValueError("eta must be >= 0")
     # log(||w||_q / ||w||_1) >= 0 for q < 1; NaN for degenerate units, which behave like uniform ones.
-    log_ratio = _log_norm(w, q, dim) - _log_norm(w, 1.0, dim)
+    log_ratio = _log_norm(w, q, dim, scale) - _log_norm(w, 1.0, dim, scale)
     uniform = (1.0 / q - 1.0) * d.clamp_min(1).log()
     log_ratio = torch.where(torch.isnan(log_ratio), uniform, log_ratio.clamp_min(0.0))
     size = (1.0 + eta).pow(-1.0 / (1.0 - q)) * torch.exp(log_ratio * (q / (1.0 - q)))
