@@ -717,3 +717,57 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(
         neuron_pruning_bound(weights[1].cuda(), h.cuda(), 3, 0.5).cpu(), neuron_pruning_bound(weights[1], h, 3, 0.5)
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# agreement with lqtheory.approximation (one pruning rule in the package), and across dtypes
+# --------------------------------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 6),
+    d=st.integers(1, 40),
+    kind=st.sampled_from(KINDS),
+    masked=st.booleans(),
+    q=st.floats(0.1, 0.95),
+)
+def test_pruning_and_stechkin_agree_with_approximation_module(seed, n, d, kind, masked, q):
+    from lqtheory.approximation import best_s_term, stechkin_bound
+
+    rng = np.random.default_rng(seed)
+    w = torch.tensor(sample(rng, (n, d), kind))
+    s = torch.tensor(rng.integers(0, d + 3, size=n))
+    mask = torch.tensor(rng.random((n, d)) < 0.7) if masked else None
+    h = torch.eye(d, dtype=torch.float64)  # unit inputs: the deviation of neuron j on e_i is |w_i - (w_s)_i|
+    w_s, _ = best_s_term(w, s, mask=mask)
+    w_alive = w if mask is None else w.masked_fill(~mask, 0)
+    dev = neuron_pruning_deviation(w, None, h, s, activation=lambda z: z, mask=mask)
+    torch.testing.assert_close(dev, (w_alive - w_s).abs().T, rtol=0, atol=0)
+    # Stechkin factor = approximation.stechkin_bound wherever a nonzero weight is actually pruned
+    ours = stechkin_factor(w, s, q, mask=mask)
+    theirs = stechkin_bound(w, s, q, mask=mask)
+    pruned_something = s < (w_alive != 0).sum(-1)
+    torch.testing.assert_close(ours[pruned_something], theirs[pruned_something])
+    assert bool((ours[~pruned_something] == 0).all())
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 6), d=st.integers(1, 50), kind=st.sampled_from(KINDS))
+def test_float32_and_float16_selection_match_float64(seed, n, d, kind):
+    """The 16/32-bit path (threshold bisection on bit patterns) keeps exactly what the float64 sort keeps."""
+    rng = np.random.default_rng(seed)
+    w32 = torch.tensor(sample(rng, (n, d), kind), dtype=torch.float32)
+    s = torch.tensor(rng.integers(0, d + 3, size=n))
+    mask = torch.tensor(rng.random((n, d)) < 0.6)
+    h = torch.eye(d)
+    for m in (None, mask):
+        for dtype in (torch.float32, torch.float16):
+            w = w32.clamp(-1e3, 1e3).to(dtype)  # float16 overflows at 65504
+            low = neuron_oracle_bound(w.double(), h.double(), s, mask=m)
+            got = neuron_oracle_bound(w, h.to(dtype), s, mask=m)
+            assert got.dtype == dtype
+            tol = 1e-5 if dtype == torch.float32 else 6e-2  # identical kept sets; only the tail sums round (d·eps)
+            torch.testing.assert_close(got.double(), low, rtol=tol, atol=0)
+            r64 = network_bound([w.double()], None, torch.eye(d, dtype=torch.float64), [s], 0.5)
+            r = network_bound([w], None, torch.eye(d, dtype=dtype), [s], 0.5)
+            assert all(torch.equal(a, b) for a, b in zip(r.keep_masks, r64.keep_masks, strict=True))
