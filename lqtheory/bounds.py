@@ -36,6 +36,9 @@ __all__ = [
     "s4_coefficients",
     "s4_objective",
     "allocate_budgets",
+    "mlp_layer_inputs",
+    "dictionary_constant",
+    "empirical_l2_error",
 ]
 
 _NORMS = ("inf", "l2")
@@ -466,6 +469,65 @@ def network_bound(
         dense_output=f.reshape(*lead, k),
         pruned_output=f_pruned.reshape(*lead, k),
     )
+
+
+def mlp_layer_inputs(
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor | None] | None,
+    x: torch.Tensor,
+    *,
+    activation: Callable[[torch.Tensor], torch.Tensor] = torch.relu,
+) -> list[torch.Tensor]:
+    """The inputs ``[h^(0) = x, h^(1), ..., h^(L)]`` of every matrix of the MLP ``[W_1, ..., W_L, V]``.
+
+    ``h^(l) = σ(W_l h^(l-1) + b_l)``, as in :func:`network_bound`; ``h^(l-1)`` is what S2 and S3 call the
+    neuron's input ``h`` (the dictionary of layer l). ``x``: ``(*B, d_0)``; each result ``(*B, d_l)``.
+    """
+    weights, biases = _check_network(weights, biases, x)
+    lead = x.shape[:-1]
+    h = x.reshape(-1, x.shape[-1])
+    out = [x]
+    for w, b in zip(weights[:-1], biases[:-1], strict=True):
+        h = activation(torch.addmm(b, h, w.T))
+        out.append(h.reshape(*lead, h.shape[-1]))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# S3 helpers: errors of sparse linear approximations in L2(P), P the empirical distribution of inputs
+# --------------------------------------------------------------------------------------------------
+def dictionary_constant(h: torch.Tensor) -> torch.Tensor:
+    """``C = max_i ||h_i||_{L2(P)} = max_i (mean_x h_i(x)²)^(1/2)`` over the dictionary [paper: GIY Thm 2].
+
+    ``h``: ``(n, d)``, ``n`` samples (rows; P is their empirical distribution) of ``d`` dictionary
+    functions (columns), e.g. a layer's inputs. Returns a 0-d tensor. With it,
+    ``||Σ_i a_i h_i||_{L2(P)} <= ||a||_1 C`` for every coefficient vector a (triangle inequality).
+    """
+    check_tensor(h, "h", allow_empty=False)
+    if h.dim() != 2:
+        raise ValueError(f"h must be (samples, dictionary size), got shape {tuple(h.shape)}")
+    return h.pow(2).mean(0).sqrt().amax()
+
+
+def empirical_l2_error(w: torch.Tensor, w_approx: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``||Σ_i (w_i - w̃_i) h_i||_{L2(P)} = (mean_x <w - w̃, h(x)>²)^(1/2)`` for every unit [derived: S3].
+
+    The RMS error, over the samples ``h`` (``(n, d)``), of replacing each unit's ``g = <w, h>`` by
+    ``<w̃, h>``. ``w``, ``w_approx``: ``(*W, d)`` (e.g. all rows of a layer); result ``(*W,)``. Pass a
+    stack of approximations (``(draws, *W, d)``) to get one error per draw.
+    """
+    check_tensor(w, "w", allow_empty=False)
+    check_tensor(w_approx, "w_approx", allow_empty=False)
+    check_tensor(h, "h", allow_empty=False)
+    if h.dim() != 2 or h.shape[1] != w.shape[-1] or w_approx.shape[-1] != w.shape[-1]:
+        raise ValueError(
+            f"shapes do not match: w {tuple(w.shape)}, w_approx {tuple(w_approx.shape)}, h {tuple(h.shape)} "
+            "(expected (..., d), (..., d) and (n, d))"
+        )
+    diff = torch.broadcast_to(w, torch.broadcast_shapes(w.shape, w_approx.shape)) - w_approx
+    lead = diff.shape[:-1]
+    residual = h @ diff.reshape(-1, diff.shape[-1]).T  # (n, units)
+    return residual.pow(2).mean(0).sqrt().reshape(lead)
 
 
 # --------------------------------------------------------------------------------------------------

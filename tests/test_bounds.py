@@ -19,6 +19,9 @@ from hypothesis import strategies as st
 from lqtheory.bounds import (
     NetworkBound,
     allocate_budgets,
+    dictionary_constant,
+    empirical_l2_error,
+    mlp_layer_inputs,
     network_bound,
     neuron_oracle_bound,
     neuron_pruning_bound,
@@ -771,3 +774,47 @@ def test_float32_and_float16_selection_match_float64(seed, n, d, kind):
             r64 = network_bound([w.double()], None, torch.eye(d, dtype=torch.float64), [s], 0.5)
             r = network_bound([w], None, torch.eye(d, dtype=dtype), [s], 0.5)
             assert all(torch.equal(a, b) for a, b in zip(r.keep_masks, r64.keep_masks, strict=True))
+
+
+# --------------------------------------------------------------------------------------------------
+# layer inputs and S3 helpers
+# --------------------------------------------------------------------------------------------------
+def test_mlp_layer_inputs_match_a_torch_mlp():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3)
+    ).double()
+    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    weights, biases = [m.weight.detach() for m in linears], [m.bias.detach() for m in linears]
+    x = torch.randn(2, 6, 5, dtype=torch.float64)
+    hs = mlp_layer_inputs(weights, biases, x)
+    assert [h.shape for h in hs] == [(2, 6, 5), (2, 6, 7), (2, 6, 4)]
+    torch.testing.assert_close(hs[1], torch.relu(linears[0](x)))
+    torch.testing.assert_close(hs[2], model[:4](x))
+    r = network_bound(weights, biases, x, [7, 7, 7], 0.5)
+    torch.testing.assert_close(r.dense_output, model(x))
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 9), d=st.integers(1, 8), q=st.floats(0.2, 0.95))
+def test_l2p_error_and_dictionary_constant_match_loops_and_bound_pruning(seed, n, d, q):
+    rng = np.random.default_rng(seed)
+    h = rng.standard_normal((n, d)) * rng.lognormal(0, 1, d)
+    w = sample(rng, (3, d), "normal")
+    s = rng.integers(0, d + 1, size=3)
+    w_s = np.stack([np_prune(w[j], int(s[j])) for j in range(3)])
+    c = float(dictionary_constant(torch.tensor(h)))
+    assert c == pytest.approx(max(math.sqrt(sum(h[i, k] ** 2 for i in range(n)) / n) for k in range(d)), rel=1e-12)
+    err = empirical_l2_error(torch.tensor(w), torch.tensor(w_s), torch.tensor(h)).numpy()
+    for j in range(3):
+        want = math.sqrt(sum(float((w[j] - w_s[j]) @ h[i]) ** 2 for i in range(n)) / n)
+        assert err[j] == pytest.approx(want, rel=1e-10, abs=1e-300)
+        # S3's pruning side: ||<w - w_s, h>||_L2(P) <= C ||w - w_s||_1 <= C ||w||_q s^(1-1/q)
+        assert leq(err[j], c * np.sum(np.abs(w[j] - w_s[j])))
+        assert leq(c * np.sum(np.abs(w[j] - w_s[j])), c * np_stechkin(w[j], int(s[j]), q))
+    stack = empirical_l2_error(torch.tensor(w), torch.stack([torch.tensor(w_s)] * 2), torch.tensor(h))
+    assert stack.shape == (2, 3)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        empirical_l2_error(torch.tensor(w), torch.tensor(w_s), torch.tensor(h[:, :1]) if d > 1 else torch.zeros(n, 2))
+    with pytest.raises(ValueError, match="h must be"):
+        dictionary_constant(torch.zeros(3))
