@@ -82,14 +82,15 @@ def _check_finite_from(reduced: torch.Tensor, w: torch.Tensor, name: str = "w") 
 def _max_magnitude(w: torch.Tensor, dim: int) -> torch.Tensor | None:
     """``max_i |w_i|`` of every unit (NaN/Inf propagate), or None for an empty ``dim``.
 
-    ``aminmax`` is one fused pass without the ``|w|`` temporary that ``w.abs().amax()`` writes (and a
-    fresh large temporary costs page faults on top of the memory traffic); ``vector_norm(ord=inf)``
-    runs a slower generic kernel on the CPU.
+    ``amax`` and ``amin`` are two vectorised passes without the ``|w|`` temporary that
+    ``w.abs().amax()`` writes (a fresh large temporary costs page faults on top of the memory traffic);
+    on the CPU ``vector_norm(ord=inf)`` and ``aminmax`` run slower kernels, and ``aminmax`` forks
+    threads even for tiny inputs.
     """
     if w.shape[dim] == 0:
         return None
-    low, high = torch.aminmax(w.detach(), dim=dim)
-    return torch.maximum(high, -low)
+    w = w.detach()
+    return torch.maximum(w.amax(dim), -w.amin(dim))
 
 
 def _safe_low(dtype: torch.dtype) -> float:
