@@ -1,10 +1,73 @@
 """lqtheory: neural-network compression through sparse linear approximation, reproduced.
 
-Public API re-exported here; see docs/ARCHITECTURE.md for the module map.
+The public API is re-exported here; ``docs/ARCHITECTURE.md`` maps the modules. Notebook helpers
+(``lqtheory.notebook``) and batch reproduction (``lqtheory.reproduce``) are imported on demand.
 """
 
+from lqtheory.approximation import (
+    MaureyResult,
+    best_s_term,
+    best_s_term_error,
+    maurey_approximation,
+    required_terms,
+    stechkin_bound,
+)
+from lqtheory.backward import BackwardResult, Student, backward_approximation, edges_for_mse, edges_mse_curve
+from lqtheory.bounds import (
+    NetworkBound,
+    allocate_budgets,
+    network_bound,
+    neuron_oracle_bound,
+    neuron_pruning_bound,
+    neuron_pruning_deviation,
+    s4_coefficients,
+    s4_objective,
+)
+from lqtheory.data import DATASETS, DataFileError, Dataset, load_dataset, read_idx
 from lqtheory.device import resolve_device, set_determinism
+from lqtheory.experiment import ExperimentConfig, load_results, run_experiment
+from lqtheory.lasso import LassoResult, lasso, lasso_path
+from lqtheory.masks import Mask, global_magnitude_prune, magnitude_prune, sap_prune_counts, unit_view
+from lqtheory.models import MODELS, build_model, count_multiply_adds, mlp_biases, mlp_weights, prunable_parameters
+from lqtheory.norms import (
+    gini_index,
+    lq_norm,
+    pq_index,
+    retained_count_bound,
+    si_implied_size,
+    sort_magnitudes,
+    sparsity_index,
+    tail_mass_ratio,
+    teacher_sparsity_index,
+)
+from lqtheory.pruning import METHODS, PruneConfig, prune_step, si_adaptive_config, unit_statistics
+from lqtheory.teacher import Teacher, make_teacher, sample_teacher_data, teacher_tsi
+from lqtheory.training import TrainConfig, evaluate, train
 
 __version__ = "0.1.0"
 
-__all__ = ["resolve_device", "set_determinism", "__version__"]
+__all__ = [
+    # indices (THEORY.md §1, S5)
+    "lq_norm", "pq_index", "sparsity_index", "teacher_sparsity_index", "gini_index", "tail_mass_ratio",
+    "si_implied_size", "retained_count_bound", "sort_magnitudes",
+    # sparse approximation (S1, S3)
+    "best_s_term", "best_s_term_error", "stechkin_bound", "required_terms", "maurey_approximation",
+    "MaureyResult",
+    # bounds and budgets (S2, S4, S7)
+    "neuron_pruning_bound", "neuron_oracle_bound", "neuron_pruning_deviation", "network_bound", "NetworkBound",
+    "s4_coefficients", "s4_objective", "allocate_budgets",
+    # masks and pruning
+    "Mask", "magnitude_prune", "global_magnitude_prune", "sap_prune_counts", "unit_view",
+    "PruneConfig", "METHODS", "prune_step", "si_adaptive_config", "unit_statistics",
+    # data, models, training, experiments
+    "Dataset", "DATASETS", "DataFileError", "load_dataset", "read_idx",
+    "MODELS", "build_model", "prunable_parameters", "count_multiply_adds", "mlp_weights", "mlp_biases",
+    "TrainConfig", "train", "evaluate", "ExperimentConfig", "run_experiment", "load_results",
+    # teacher simulation and backward approximation (E1)
+    "Teacher", "make_teacher", "sample_teacher_data", "teacher_tsi",
+    "LassoResult", "lasso", "lasso_path",
+    "Student", "BackwardResult", "backward_approximation", "edges_mse_curve", "edges_for_mse",
+    # devices
+    "resolve_device", "set_determinism",
+    "__version__",
+]
