@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lqtheory.lasso import lasso_gram, refit_least_squares_gram
+from lqtheory.lasso import _few_threads, lasso_gram, refit_least_squares_gram
 from lqtheory.teacher import Teacher
 
 __all__ = [
@@ -269,8 +269,15 @@ def backward_approximation(
         _check_data(teacher, x_test, y_test, "x_test", "y_test")
     dtype = teacher.dtype if dtype is None else dtype
     lams = _layer_lams(lam, teacher.depth)
-    stats = _teacher_stats(teacher, x, y, dtype)
-    return _result(teacher, stats, x, y, x_test, y_test, lams, relative, refit, tol, max_iter, dtype)
+    with _few_threads(teacher.device, _stats_work(teacher, x)):
+        stats = _teacher_stats(teacher, x, y, dtype)
+        return _result(teacher, stats, x, y, x_test, y_test, lams, relative, refit, tol, max_iter, dtype)
+
+
+def _stats_work(teacher: Teacher, x: torch.Tensor) -> int:
+    """Multiply-adds of the largest Gram: decides whether extra CPU threads can pay off."""
+    w = max([teacher.input_dim, *teacher.widths])
+    return x.shape[0] * w * w
 
 
 def _result(teacher, stats, x, y, x_test, y_test, lams, relative, refit, tol, max_iter, dtype, warm=None):
@@ -313,6 +320,12 @@ def edges_mse_curve(
         raise ValueError("lambdas must not be empty")
     dtype = teacher.dtype if dtype is None else dtype
     per_layer = [_layer_lams(v, teacher.depth) for v in lam_list]
+    with _few_threads(teacher.device, _stats_work(teacher, x_train)):
+        return _sweep_curve(teacher, x_train, y_train, x_test, y_test, per_layer, relative, refit, tol, max_iter,
+                            dtype)
+
+
+def _sweep_curve(teacher, x_train, y_train, x_test, y_test, per_layer, relative, refit, tol, max_iter, dtype):
     stats = _teacher_stats(teacher, x_train, y_train, dtype)
     # largest penalties first, each layer's fits warm-started from the previous penalty's solutions
     warm = [torch.zeros_like(st.xty) for st in stats]
