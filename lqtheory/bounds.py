@@ -36,6 +36,7 @@ __all__ = [
     "s4_coefficients",
     "s4_objective",
     "allocate_budgets",
+    "uniform_budgets",
     "mlp_layer_inputs",
     "dictionary_constant",
     "empirical_l2_error",
@@ -807,6 +808,34 @@ def allocate_budgets(
         return s.reshape(coefficients.shape)
     sizes = [int(torch.Size(shape).numel()) for shape in shapes]
     return [part.reshape(shape) for part, shape in zip(torch.split(s, sizes), shapes, strict=True)]
+
+
+def uniform_budgets(row_lengths, total: int, lower=1):
+    """The same kept fraction in every row: ``s_j ∝ d_j`` with ``Σ_j s_j = total`` and ``lower <= s_j <= d_j``.
+
+    The baseline S7 compares against ("uniform sparsity"): continuous ``s_j = t d_j`` clipped to the box
+    (water-filling), then largest-remainder rounding (ties: lower index), so the total is exact.
+    ``row_lengths``: an integer tensor of ``d_j >= 0``, or a list of them / of ints per layer (as
+    ``[w.shape[1]] * rows``); the result has the same structure (LongTensors). ``lower``: an int or a
+    matching tensor/list. ``Σ lower <= total <= Σ d`` or ValueError.
+    """
+    if isinstance(row_lengths, torch.Tensor):
+        parts, is_list = [row_lengths], False
+    elif isinstance(row_lengths, Sequence) and not isinstance(row_lengths, (str, bytes)) and len(row_lengths):
+        parts, is_list = list(row_lengths), True
+    else:
+        raise TypeError("row_lengths must be an integer tensor or a non-empty list of them")
+    as_tensors = []
+    for i, part in enumerate(parts):
+        if not isinstance(part, torch.Tensor) or part.is_floating_point() or part.dtype == torch.bool:
+            raise TypeError(f"row_lengths[{i}] must be an integer tensor, got {type(part).__name__}")
+        if bool((part < 0).any()):
+            raise ValueError("row_lengths must be >= 0")
+        as_tensors.append(part.double())
+    coefficients = as_tensors if is_list else as_tensors[0]
+    # s ∝ c^q with q = 1 is s ∝ d; the upper bounds are the row lengths themselves
+    upper = parts if is_list else parts[0]
+    return allocate_budgets(coefficients, total, 1.0, lower, upper)
 
 
 def _round_keep_total(s: torch.Tensor, total: int, low: torch.Tensor, up: torch.Tensor | None) -> torch.Tensor:

@@ -29,6 +29,7 @@ from lqtheory.bounds import (
     s4_coefficients,
     s4_objective,
     stechkin_factor,
+    uniform_budgets,
 )
 
 RTOL = 1e-10  # float64 slack for "a <= b" between quantities computed along different paths
@@ -818,3 +819,35 @@ def test_l2p_error_and_dictionary_constant_match_loops_and_bound_pruning(seed, n
         empirical_l2_error(torch.tensor(w), torch.tensor(w_s), torch.tensor(h[:, :1]) if d > 1 else torch.zeros(n, 2))
     with pytest.raises(ValueError, match="h must be"):
         dictionary_constant(torch.zeros(3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), layers=st.integers(1, 4), frac=st.floats(0.0, 1.0))
+def test_uniform_budgets_keep_the_same_fraction_of_every_row(seed, layers, frac):
+    rng = np.random.default_rng(seed)
+    lengths = [torch.full((int(rng.integers(1, 6)),), int(rng.integers(1, 50))) for _ in range(layers)]
+    n_rows = sum(int(d.numel()) for d in lengths)
+    n_weights = sum(int(d.sum()) for d in lengths)
+    total = n_rows + round(frac * (n_weights - n_rows))
+    s = uniform_budgets(lengths, total)
+    assert isinstance(s, list) and [b.shape for b in s] == [d.shape for d in lengths]
+    flat_s, flat_d = torch.cat(s), torch.cat(lengths)
+    assert int(flat_s.sum()) == total and bool((flat_s >= 1).all()) and bool((flat_s <= flat_d).all())
+    # away from the box, one t has |s_j - t d_j| < 1 for every row: the intervals ((s-1)/d, (s+1)/d) meet
+    free = (flat_s > 1) & (flat_s < flat_d)
+    if bool(free.any()):
+        s_free, d_free = flat_s[free].double(), flat_d[free].double()
+        assert float(((s_free - 1) / d_free).max()) < float(((s_free + 1) / d_free).min())
+    single = uniform_budgets(flat_d, total)
+    assert torch.equal(single, flat_s)
+
+
+def test_uniform_budgets_examples_and_errors():
+    assert uniform_budgets(torch.tensor([10, 10, 20]), 20).tolist() == [5, 5, 10]
+    assert uniform_budgets([torch.tensor([4, 4]), torch.tensor([8])], 8)[1].tolist() == [4]
+    with pytest.raises(ValueError, match="infeasible"):
+        uniform_budgets(torch.tensor([2, 2]), 5)
+    with pytest.raises(TypeError, match="row_lengths"):
+        uniform_budgets(torch.tensor([2.0, 2.0]), 2)
+    with pytest.raises(ValueError, match="row_lengths must be >= 0"):
+        uniform_budgets(torch.tensor([2, -1]), 1, lower=0)
