@@ -69,6 +69,7 @@ __all__ = [
     "load_results",
     "load_run",
     "run_experiment",
+    "run_experiments",
 ]
 
 FORMAT_VERSION = 1
@@ -824,3 +825,36 @@ def _verbose_line(record: dict) -> str:
         + (f"{record['pruned_accuracy']:.4f}" if record["pruned_accuracy"] is not None else "   -  ")
         + f"  PQI {record['pqi_neuron']:.4f}"
     )
+
+
+def run_experiments(
+    configs: Sequence[ExperimentConfig],
+    out: str | os.PathLike = "runs",
+    *,
+    progress: bool | None = None,
+    threads: int | None = None,
+):
+    """Run (or load) every configuration in order and return all records as one pandas DataFrame
+    (:meth:`Results.frame` rows with the run id and main settings as columns). Duplicate
+    configurations run once. A tqdm bar over the runs is shown when interactive."""
+    import pandas as pd
+
+    unique = list(dict.fromkeys(configs))
+    if not unique:
+        raise ValueError("configs is empty")
+    show = progress_enabled(progress)
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(unique), desc="runs", file=sys.stderr)
+    frames = []
+    try:
+        for cfg in unique:
+            frames.append(run_experiment(cfg, out, progress=show, threads=threads).frame())
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return pd.concat(frames, ignore_index=True)

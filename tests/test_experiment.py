@@ -360,3 +360,16 @@ def test_frame_columns_and_config_file(tmp_path):
     body = json.loads((res.run_dir / "config.json").read_text())
     assert body["run_id"] == cfg.run_id() and body["metadata"]["torch"] == torch.__version__
     assert res.metadata["device_type"] == "cpu"
+
+
+def test_run_experiments_concatenates_and_deduplicates(tmp_path, monkeypatch):
+    configs = [tiny("sap", iterations=1), tiny("random", iterations=1), tiny("sap", iterations=1)]
+    calls = []
+    original = experiment.run_experiment
+    monkeypatch.setattr(experiment, "run_experiment", lambda cfg, *a, **k: calls.append(cfg) or original(cfg, *a, **k))
+    df = experiment.run_experiments(configs, tmp_path)
+    assert calls == configs[:2]  # the duplicate ran once
+    assert len(df) == 4 and sorted(df.method.unique()) == ["random", "sap"]
+    assert set(df.run_id) == {c.run_id() for c in configs}
+    with pytest.raises(ValueError, match="empty"):
+        experiment.run_experiments([], tmp_path)
