@@ -99,12 +99,28 @@ def _safe_low(dtype: torch.dtype) -> float:
     return info.tiny / info.eps**2
 
 
+def _norm(w: torch.Tensor, q: float, dim: int) -> torch.Tensor:
+    """``||w||_q`` along ``dim``, the same value as ``torch.linalg.vector_norm(w, ord=q, dim=dim)``.
+
+    When autograd records ``w``, that fused kernel, whose gradient is finite at zero entries
+    (``|w|^q`` has an infinite derivative there for ``q < 1``). Otherwise ``Σ|w_i|^q`` through the
+    elementwise kernels: on the CPU ``vector_norm`` runs a generic scalar loop for ``q != 2``, while
+    ``pow`` is vectorised and ``pow(0.5)`` is a square root, 4-7x faster for ``q <= 1`` at the cost of
+    one temporary the size of ``w``. Overflow and underflow are as with ``vector_norm``.
+    """
+    if q == 2.0 or (torch.is_grad_enabled() and w.requires_grad):
+        return torch.linalg.vector_norm(w, ord=q, dim=dim)
+    if q == 1.0:
+        return w.abs().sum(dim)
+    return w.abs().pow_(q).sum(dim).pow_(1.0 / q)
+
+
 def _log_norm(w: torch.Tensor, q: float, dim: int, scale: torch.Tensor | None = None) -> torch.Tensor:
     """``log ||w||_q`` along ``dim`` (``-inf`` for a zero unit), without overflow for small q.
 
     ``scale`` is :func:`_max_magnitude` of ``w`` (computed here when not given, so that callers taking
     two norms pay for it once). Fast path, taken when no unit is zero and every unit's largest term
-    ``max|w_i|^q`` is far from underflow: one fused ``vector_norm`` pass, no temporaries. Otherwise
+    ``max|w_i|^q`` is far from underflow: one pass (:func:`_norm`), no rescaled copy. Otherwise
     (and for units that overflowed) the careful path below. ``||w||_q`` itself can exceed the float
     range for small q and large d (it grows like ``d^(1/q)``) while the ratios we need stay moderate,
     so units that overflowed are recomputed in the log domain in float64.
@@ -115,7 +131,7 @@ def _log_norm(w: torch.Tensor, q: float, dim: int, scale: torch.Tensor | None = 
         scale = _max_magnitude(w, dim)
     largest_term = scale.double().pow(q)
     if bool(((scale > 0) & (largest_term >= _safe_low(w.dtype))).all()):
-        norm = torch.linalg.vector_norm(w, ord=q, dim=dim)
+        norm = _norm(w, q, dim)
         if bool(torch.isfinite(norm).all()):
             return norm.log()
     # Divide by the unit's largest magnitude first: for q > 1, |w_i|^q of small (but normal) entries
@@ -155,7 +171,7 @@ def lq_norm(w: torch.Tensor, q: float, dim: int = -1, mask: torch.Tensor | None 
     """
     q = check_exponent(q, "q", high=_MAX_EXPONENT)
     w, _, _ = _prepare(w, dim, mask, defer_finite=True)
-    norm = torch.linalg.vector_norm(w, ord=q, dim=dim)
+    norm = _norm(w, q, dim)
     _check_finite_from(norm, w)  # a NaN/Inf entry makes its unit's norm NaN/Inf
     return norm
 
