@@ -83,7 +83,7 @@ PRESETS = {
         row_lengths=(256, 1024, 4096, 16384),
         loop_fraction=256,
         scaling_sizes=(1 * M, 2 * M, 4 * M, 8 * M, 16 * M, 32 * M, 64 * M),
-        repeats=5,
+        repeats=3,  # a 64M-entry sort takes ~15 s on one core
         scaling_repeats=3,
         train_epochs=2,
         train_repeats=3,
@@ -250,6 +250,8 @@ def bench_indices(ctx: Context) -> list[Row]:
     s, dev = ctx.settings, ctx.device
     ws = weight_set(s.total_params, s.row_lengths, dev, ctx.seed)
     n = _size(ws)
+    # The same tensors as leaves that require grad: the forward pass autograd records (another kernel).
+    wgrad = [w.detach().requires_grad_() for w in ws]
     vn = torch.linalg.vector_norm
     cases = {
         VN_Q: _each(lambda w: vn(w, ord=Q, dim=-1), ws),
@@ -260,6 +262,8 @@ def bench_indices(ctx: Context) -> list[Row]:
         "lq_norm(q=1)": _each(lambda w: lq_norm(w, 1.0), ws),
         f"pq_index(p={Q:g},q=1)": _each(lambda w: pq_index(w, Q, 1.0), ws),
         f"sparsity_index(q={Q:g})": _each(lambda w: sparsity_index(w, Q), ws),
+        f"lq_norm(q={Q:g}) [autograd]": _each(lambda w: lq_norm(w, Q), wgrad),
+        f"pq_index(p={Q:g},q=1) [autograd]": _each(lambda w: pq_index(w, Q, 1.0), wgrad),
     }
     t = measure(cases, dev, ctx.repeats)
     two = f"{VN_Q} + {VN_1}"
@@ -272,6 +276,24 @@ def bench_indices(ctx: Context) -> list[Row]:
         row_from_samples("indices", "lq_norm(q=1)", t, [VN_1, VN_Q], size=n, target=Target(VN_1, 1.2)),
         row_from_samples("indices", f"pq_index(p={Q:g},q=1)", t, [VN_Q, VN_1, two], size=n, target=Target(VN_Q, 2.2)),
         row_from_samples("indices", f"sparsity_index(q={Q:g})", t, [VN_Q, VN_1, two], size=n, target=Target(VN_Q, 2.2)),
+        row_from_samples(
+            "indices",
+            f"lq_norm(q={Q:g}) [autograd]",
+            t,
+            [VN_Q],
+            size=n,
+            target=Target(VN_Q, 1.2),
+            note="w.requires_grad: forward only, the vector_norm kernel (finite gradients at zeros)",
+        ),
+        row_from_samples(
+            "indices",
+            f"pq_index(p={Q:g},q=1) [autograd]",
+            t,
+            [VN_Q, two],
+            size=n,
+            target=Target(VN_Q, 2.2),
+            note="w.requires_grad: forward only",
+        ),
     ]
 
     sort_cases = {
@@ -420,8 +442,43 @@ def bench_masks(ctx: Context) -> list[Row]:
             note=f"first 1/{s.loop_fraction} of every matrix's rows, same per-row counts",
         )
     )
+    rows.extend(_bench_package_sap(ctx, ws))
     rows.extend(_bench_global_masks(ctx, ws))
     return rows
+
+
+PAD_LIMIT = 4  # skip the padded path when it would hold more than this many times the weight set
+
+
+def _bench_package_sap(ctx: Context, ws: list[torch.Tensor]) -> list[Row]:
+    """The user-facing path, ``lqtheory.pruning.sap(weights, mask, scope="neuron")`` over the whole set.
+
+    It views the set through ``masks.unit_view``, which pads every row to the widest one: guarded,
+    since with rows of 256 to 16384 entries the padded view is ~21x the set.
+    """
+    case = "pruning.sap(scope=neuron)"
+    try:
+        (sap,) = _import("pruning", "sap")
+        (Mask,) = _import("masks", "Mask")
+    except Unavailable as err:
+        return [Row("masks", case, math.nan, skipped=True, note=str(err))]
+    n = _size(ws)
+    widest = max(w.shape[1] for w in ws)
+    padded = sum(w.shape[0] for w in ws) * widest
+    if padded > PAD_LIMIT * n:
+        note = (
+            f"not run: unit_view pads every row to the widest ({widest}), "
+            f"{padded / n:.1f}x the set ({padded * 5 / 2**30:.1f} GiB of values + mask)"
+        )
+        return [Row("masks", case, math.nan, size=n, skipped=True, note=note)]
+    named = {f"layer{i}.weight": w for i, w in enumerate(ws)}
+    mask = Mask({k: torch.ones_like(w, dtype=torch.bool) for k, w in named.items()})
+    t = measure(
+        {SORT: _each(lambda w: torch.sort(w, dim=-1), ws), case: lambda: sap(named, mask, scope="neuron")},
+        ctx.device,
+        ctx.repeats,
+    )
+    return [row_from_samples("masks", case, t, [SORT], size=n, target=Target(SORT, 1.5), note="padded unit view")]
 
 
 def _bench_global_masks(ctx: Context, ws: list[torch.Tensor]) -> list[Row]:

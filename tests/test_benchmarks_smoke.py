@@ -74,8 +74,10 @@ def test_targets_are_attached_where_the_issue_sets_them(tmp_path):
     assert targets["pq_index(p=0.5,q=1)"] == "<= 2.2x vector_norm(ord=0.5)"
     assert targets["sparsity_index(q=0.5)"] == "<= 2.2x vector_norm(ord=0.5)"
     assert targets["gini_index"] == "<= 1.2x torch.sort"
+    assert targets["lq_norm(q=0.5) [autograd]"] == "<= 1.2x vector_norm(ord=0.5)"
     assert targets["gini_index [loop subset]"] == ">= 50x faster than loop"
     assert targets["SAP neuron-wise (counts + mask)"] == "<= 1.5x torch.sort"
+    assert targets["pruning.sap(scope=neuron)"] == "<= 1.5x torch.sort"
     assert targets["magnitude_prune [loop subset]"].startswith(">= 20x faster than")
 
 
