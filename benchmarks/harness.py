@@ -310,6 +310,7 @@ def plot_scaling(series: Mapping[str, tuple[Sequence[int], Sequence[float]]], pa
     on the numbers (byte-stable for equal data).
     """
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -327,6 +328,9 @@ def plot_scaling(series: Mapping[str, tuple[Sequence[int], Sequence[float]]], pa
         ax.plot(all_sizes, guide, linestyle=":", color="black", linewidth=1.0, label="linear (slope 1)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    if all_sizes:
+        ax.set_xticks(all_sizes, [_fmt_size(n) for n in all_sizes])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("parameters in the weight set")
     ax.set_ylabel("seconds per call (median)")
     ax.set_title(title, fontsize=10)

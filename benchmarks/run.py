@@ -926,7 +926,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict:
         plot_scaling(
             series,
             Path(args.plot),
-            f"lqtheory scaling on {env['device_name']} ({env['torch_threads']} threads, torch {env['torch']})",
+            f"lqtheory scaling on {env['device_name']} ({env['torch_threads']} thread(s), torch {env['torch']})",
         )
         print(f"scaling plot: {args.plot}")
     command = "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
