@@ -363,3 +363,14 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(gpu.coef.cpu(), cpu.coef, atol=1e-8, rtol=0)
     g32 = lasso(X.float().cuda(), Y.float().cuda(), 0.05, tol=1e-6, max_iter=100000)
     assert bool(g32.converged.all())
+
+
+def test_cpu_thread_setting_is_restored():
+    before = torch.get_num_threads()
+    X = _design(30, 5, seed=31)
+    Y = _targets(X, 2, seed=32)
+    lasso(X, Y, 0.1)
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError):
+        lasso(X, Y, -1.0)  # an error inside the single-threaded section
+    assert torch.get_num_threads() == before
