@@ -83,7 +83,7 @@ class Student:
         """Student output ``(n,)``."""
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.weights[0].shape[1]:
             raise ValueError(f"x must be a tensor of shape (n, {self.weights[0].shape[1]})")
-        h = x.to(self.weights[0].dtype)
+        h = x.to(device=self.weights[0].device, dtype=self.weights[0].dtype)
         for W, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
             h = torch.relu(torch.addmm(b, h, W.T))
         return torch.addmm(self.biases[-1], h, self.weights[-1].T).squeeze(1)
@@ -153,7 +153,7 @@ def _teacher_stats(teacher: Teacher, x: torch.Tensor, y: torch.Tensor, dtype) ->
     """Per layer l = 1..L (targets: pre-activations of layer l) and the output (target: y)."""
     tr = teacher.to(dtype=dtype).hidden(x.to(dtype))
     stats = [_stats(tr.post[i], tr.pre[i]) for i in range(teacher.depth)]
-    stats.append(_stats(tr.post[-1], y.to(dtype).reshape(-1, 1)))
+    stats.append(_stats(tr.post[-1], y.to(device=tr.post[-1].device, dtype=dtype).reshape(-1, 1)))
     return stats
 
 
@@ -219,8 +219,9 @@ def _backward(teacher, stats, lams, relative, refit, n, tol, max_iter, warm=None
 def _scores(student, teacher, x_test, y_test, dtype):
     if x_test is None:
         return math.nan, math.nan, math.nan
-    xt = x_test.to(dtype)
-    yt = y_test.to(dtype).reshape(-1)
+    device = student.weights[0].device
+    xt = x_test.to(device=device, dtype=dtype)
+    yt = y_test.to(device=device, dtype=dtype).reshape(-1)
     pred = student(xt)
     mse = float(((pred - yt) ** 2).mean())
     mse_t = float(((pred - teacher.to(dtype=dtype)(xt)) ** 2).mean())
@@ -282,7 +283,8 @@ def _stats_work(teacher: Teacher, x: torch.Tensor) -> int:
 
 def _result(teacher, stats, x, y, x_test, y_test, lams, relative, refit, tol, max_iter, dtype, warm=None):
     student, bad = _backward(teacher, stats, lams, relative, refit, x.shape[0], tol, max_iter, warm)
-    train_mse = float(((student(x.to(dtype)) - y.to(dtype).reshape(-1)) ** 2).mean())
+    device = student.weights[0].device
+    train_mse = float(((student(x) - y.to(device=device, dtype=dtype).reshape(-1)) ** 2).mean())
     mse, mse_t, rel = _scores(student, teacher, x_test, y_test, dtype)
     return BackwardResult(
         student, student.nodes, student.edges, mse, mse_t, rel, train_mse, lams, relative, bad == 0, bad,

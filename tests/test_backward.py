@@ -206,3 +206,13 @@ def test_bad_inputs(tiny):
     with pytest.raises(ValueError, match="lambdas must not be empty"):
         edges_mse_curve(t, x, y, xt, yt, [])
     assert isinstance(backward_approximation(t, x, y, 0.1).student, Student)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(tiny):
+    t, x, y, xt, yt = tiny
+    cpu = backward_approximation(t, x, y, 0.05, relative=True, x_test=xt, y_test=yt, tol=1e-10)
+    gpu = backward_approximation(t.to(device="cuda"), x, y, 0.05, relative=True, x_test=xt, y_test=yt, tol=1e-10)
+    assert gpu.student.weights[0].device.type == "cuda"
+    assert gpu.edges == cpu.edges and gpu.nodes == cpu.nodes
+    assert gpu.mse == pytest.approx(cpu.mse, rel=1e-6)
