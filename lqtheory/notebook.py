@@ -47,6 +47,7 @@ ENV_BATCH = "LQTHEORY_BATCH"  # "1" / "0": force batch (non-interactive) / inter
 # papermill's injected cell starts with this comment (papermill.translators.Translator.codify).
 INJECTED_HEADER = "# Parameters"
 PNG_DPI = 120
+INLINE_DPI = 80  # the copy embedded in batch-run notebooks: readable, a third of the bytes
 PNG_METADATA = {"Software": None}
 PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
 FLOATFMT = ".4g"
@@ -256,6 +257,15 @@ def latex_table(df, floatfmt: str = FLOATFMT, index: bool = False) -> str:
 # Files
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder and ``os.replace``: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -263,6 +273,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; outputs are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -429,6 +440,10 @@ class Saved(tuple):
         suffixes = ",".join(p.suffix.lstrip(".") for p in self)
         return f"<saved {self.name}.{{{suffixes}}}>"
 
+    def _ipython_display_(self) -> None:
+        # Left as a cell's last value it shows nothing: the figure or table was already displayed.
+        return None
+
 
 class Run:
     """A notebook's resolved parameters and its output helpers. Build it with :func:`setup`."""
@@ -489,7 +504,8 @@ class Run:
 
         Metadata that embeds versions or dates is stripped and the dpi is fixed, so saving the same
         figure twice gives identical bytes. With ``show`` the figure is displayed: live when
-        interactive, as the saved PNG in batch runs (nbval does not compare images).
+        interactive, as a PNG at ``INLINE_DPI`` in batch runs (so committed notebooks show their
+        figures at a modest size; nbval does not compare images).
         """
         import matplotlib.pyplot as plt
 
@@ -508,7 +524,9 @@ class Run:
             from IPython.display import Image, display
 
             if self.batch:
-                display(Image(data=png_bytes, format="png"))
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", dpi=INLINE_DPI, metadata=PNG_METADATA)
+                display(Image(data=buf.getvalue(), format="png"))
             else:
                 display(fig)
         plt.close(fig)

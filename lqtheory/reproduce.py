@@ -95,13 +95,6 @@ def select_notebooks(paths: Sequence[Path], only: Iterable[str] | None) -> list[
     return [p for p in paths if p in chosen]  # keep the run order
 
 
-def with_aggregators(paths: Sequence[Path], selected: Sequence[Path]) -> list[Path]:
-    """``selected`` plus every aggregator when a regular notebook is selected (their outputs depend on it)."""
-    if any(not is_aggregator(p.stem) for p in selected):
-        return [p for p in paths if p in selected or is_aggregator(p.stem)]
-    return list(selected)
-
-
 def notebook_title(path: Path) -> str:
     import nbformat
 
@@ -443,7 +436,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=None, help="per-cell time limit in seconds (default: none)")
     parser.add_argument("--update-notebooks", action="store_true",
                         help="execute at the ci profile and write the outputs back into the notebooks "
-                             "(how committed outputs are refreshed); aggregators (99_*) are re-run too")
+                             "(how committed outputs are refreshed)")
     parser.add_argument("--notebooks-dir", type=Path, default=None, help="default: <repo>/notebooks")
     parser.add_argument("--build-dir", type=Path, default=None,
                         help="root of the executed copies (default: <repo>/build/notebooks)")
@@ -483,7 +476,6 @@ def _run(args: argparse.Namespace, out) -> int:
             raise UsageError("--update-notebooks always runs the ci profile (committed outputs); drop --profile")
         if extra or args.seed is not None or args.device != "auto":
             raise UsageError("--update-notebooks runs the notebooks' own defaults; drop --param/--seed/--device")
-        selected = with_aggregators(paths, selected)
         profile, parameters = "ci", {}
     else:
         profile = args.profile or "default"

@@ -248,6 +248,11 @@ def test_save_figure_is_byte_stable_and_metadata_free(capsys):
     assert "/" not in out.split("\n", 1)[1]  # nothing machine-specific displayed
     saved = run.save_figure(_figure(), "line", show=False)
     assert repr(saved) == "<saved line.{png,pdf}>"
+    assert saved._ipython_display_() is None  # a cell ending in save_figure shows no extra output
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (png, pdf, run.claims_path):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # ordinary files, not mkstemp's 0600
     assert json.loads(run.claims_path.read_text())["artifacts"] == ["line.png", "line.pdf", "other.png", "other.pdf"]
 
 

@@ -244,13 +244,6 @@ def test_update_notebooks_writes_clean_committed_copies(ws):
     assert code == reproduce.USAGE_ERROR
 
 
-def test_updating_a_notebook_refreshes_the_aggregators(tmp_path):
-    paths = [tmp_path / f"{n}.ipynb" for n in ("01_a", "02_b", "99_ledger")]
-    assert reproduce.with_aggregators(paths, paths[1:2]) == paths[1:]
-    assert reproduce.with_aggregators(paths, paths[2:]) == paths[2:]
-    assert reproduce.with_aggregators(paths, paths) == paths
-
-
 def test_list_and_cli_wiring(ws):
     parser = argparse.ArgumentParser(prog="lqtheory")
     sub = parser.add_subparsers(dest="command")
