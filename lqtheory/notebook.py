@@ -730,14 +730,30 @@ def parameters_cell(nb) -> tuple[int, dict[str, Any]] | None:
     return None
 
 
+def papermill_parameters(path: str | os.PathLike) -> dict[str, str]:
+    """Parameter names and default source text as papermill infers them (its warnings silenced)."""
+    import logging
+
+    import papermill
+
+    logger = logging.getLogger("papermill")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # "Unable to parse line ..." is reported by check_notebook instead
+    try:
+        return {name: info.get("default") for name, info in papermill.inspect_notebook(str(path)).items()}
+    finally:
+        logger.setLevel(level)
+
+
 def check_notebook(path: str | os.PathLike, committed: bool = True) -> list[str]:
     """Problems with a notebook's structure (empty list = fine); see ``notebooks/README.md``.
 
     Structure: a markdown title cell naming the provenance, a ``parameters`` cell of literal
     assignments (profile "ci", device "auto", an int seed, every other name None), then a cell
     calling ``setup("<file stem>", globals(), profiles=...)`` whose profile table, when literal, has
-    the parameters cell's notebook-specific names. With ``committed`` also the state of committed
-    copies: executed at the ci profile, no papermill metadata or injected cell, no errors, no
+    the parameters cell's notebook-specific names. With ``committed`` also repository hygiene:
+    papermill can parse every parameter line (one ``=`` per line), and the committed copy was
+    executed at the ci profile, without papermill metadata, injected cell, errors or
     machine-specific paths in text outputs.
     """
     import nbformat
@@ -838,6 +854,11 @@ def check_notebook(path: str | os.PathLike, committed: bool = True) -> list[str]
 
     if any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in cells):
         problems.append("contains papermill's injected-parameters cell")
+    if committed and param_names:
+        unparsed = [n for n in param_names if n not in papermill_parameters(path)]
+        if unparsed:
+            problems.append(f"parameters cell: papermill cannot parse the line(s) assigning {', '.join(unparsed)}; "
+                            "a line may contain only one '=' (none in comments or values)")
     if committed:
         refresh = f"refresh it with: python -m lqtheory.reproduce --update-notebooks --only {stem}"
         if "papermill" in nb.metadata or any("papermill" in c.get("metadata", {}) for c in cells):

@@ -43,6 +43,8 @@ from lqtheory.notebook import (
     check_notebook,
     claims_path,
     figures_dir,
+    papermill_parameters,
+    parameters_cell,
     read_claims,
     repo_root,
 )
@@ -106,10 +108,18 @@ def notebook_title(path: Path) -> str:
 
 
 def declared_parameters(path: Path) -> dict[str, Any]:
-    """Parameter names and defaults of a notebook, as papermill infers them."""
-    import papermill
+    """Parameter names and default source text: papermill's inference, plus any line it cannot parse.
 
-    return {name: info.get("default") for name, info in papermill.inspect_notebook(str(path)).items()}
+    papermill skips lines holding more than one ``=`` (``tests/test_notebook_infra.py`` flags them);
+    papermill still injects such names correctly, so they count as declared.
+    """
+    import nbformat
+
+    declared = papermill_parameters(path)
+    found = parameters_cell(nbformat.read(path, as_version=4))
+    for name, value in (found[1] if found else {}).items():
+        declared.setdefault(name, repr(value))
+    return declared
 
 
 def preflight(paths: Sequence[Path], parameters: dict[str, Any]) -> None:

@@ -471,3 +471,11 @@ COMMITTED = sorted((REPO / "notebooks").glob("*.ipynb"))
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])
 def test_committed_notebooks_follow_the_guide(path):
     assert check_notebook(path) == []
+
+
+def test_check_notebook_flags_lines_papermill_cannot_parse(tmp_path):
+    text = _good_notebook_text("07_p").replace("n = None", "n = None  # budgets s = d/50")
+    path = _write(tmp_path, "07_p", text)
+    assert check_notebook(path, committed=False) == []  # runs fine: papermill still injects n
+    assert any("papermill cannot parse the line(s) assigning n" in p for p in check_notebook(path))
+    assert "n" not in nbmod.papermill_parameters(path)

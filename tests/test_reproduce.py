@@ -279,3 +279,14 @@ def test_parse_param():
     assert reproduce.parse_param("data=fashion") == ("data", "fashion")
     with pytest.raises(argparse.ArgumentTypeError):
         reproduce.parse_param("no_equals")
+
+
+def test_declared_parameters_include_lines_papermill_skips(tmp_path):
+    text = notebook_text("07_p", "pass").replace("n = None", "n = None  # budgets s = d/50")
+    path = tmp_path / "07_p.ipynb"
+    nbformat.write(percent_to_notebook(text), path)
+    declared = reproduce.declared_parameters(path)
+    assert list(declared) == ["profile", "device", "seed", "n"]
+    reproduce.preflight([path], {"profile": "ci", "n": 3})  # accepted: papermill injects n correctly
+    with pytest.raises(reproduce.UsageError, match="unknown parameter"):
+        reproduce.preflight([path], {"m": 3})
