@@ -186,7 +186,7 @@ def _flat_inputs(h: torch.Tensor, dim: int, d: int):
 
 
 def _outer(per_input: torch.Tensor, per_unit: torch.Tensor, lead_h, lead_w) -> torch.Tensor:
-    return (per_input[:, None] * per_unit[None, :]).reshape(*lead_h, *lead_w)
+    return (per_input[:, None] * per_unit[None, :]).reshape(tuple(lead_h) + tuple(lead_w))
 
 
 def _validate_neuron_args(w, h, s, dim, mask, lipschitz):
@@ -297,7 +297,7 @@ def neuron_pruning_deviation(
         raise TypeError(f"b must be None, a number or a tensor, got {type(b).__name__}")
     dense = activation(h2 @ w_alive.T + bias)
     pruned = activation(h2 @ w_s.T + bias)
-    return (dense - pruned).abs().reshape(*lead_h, *lead_w)
+    return (dense - pruned).abs().reshape(tuple(lead_h) + tuple(lead_w))
 
 
 # --------------------------------------------------------------------------------------------------

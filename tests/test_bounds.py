@@ -224,6 +224,12 @@ def test_s2_ties_keep_lower_index_and_zero_when_nothing_pruned():
 
 
 def test_s2_shapes_dim_and_mask():
+    # one neuron, one input: a 0-d result; by hand: the pruned tail is 1.5, ||h||_inf = 2
+    w1, h1 = torch.tensor([3.0, -1.0, 0.5]), torch.tensor([1.0, 2.0, -1.0])
+    assert neuron_oracle_bound(w1, h1, 1).shape == () and neuron_oracle_bound(w1, h1, 1).item() == 3.0
+    assert neuron_pruning_bound(w1, h1, 1, 0.5).item() == pytest.approx(2 * (3**0.5 + 1 + 0.5**0.5) ** 2)
+    assert neuron_pruning_deviation(w1, 0.1, h1, 1).item() == pytest.approx(3.1 - 0.6)
+    assert neuron_pruning_bound(w1, h1[None], 1, 0.5).shape == (1,)
     rng = np.random.default_rng(1)
     w = torch.tensor(rng.standard_normal((2, 3, 7)))
     h = torch.tensor(rng.standard_normal((4, 7)))
