@@ -99,20 +99,41 @@ def _safe_low(dtype: torch.dtype) -> float:
     return info.tiny / info.eps**2
 
 
+_BLOCK = 1 << 20  # entries per temporary in _norm: reused by the allocator instead of fresh pages
+
+
+def _sum_pow(x: torch.Tensor, q: float, dim: int) -> torch.Tensor:
+    """``Σ|x_i|^q`` along ``dim`` (one temporary the size of ``x``)."""
+    return x.abs().sum(dim) if q == 1.0 else x.abs().pow_(q).sum(dim)
+
+
 def _norm(w: torch.Tensor, q: float, dim: int) -> torch.Tensor:
     """``||w||_q`` along ``dim``, the same value as ``torch.linalg.vector_norm(w, ord=q, dim=dim)``.
 
     When autograd records ``w``, that fused kernel, whose gradient is finite at zero entries
     (``|w|^q`` has an infinite derivative there for ``q < 1``). Otherwise ``Σ|w_i|^q`` through the
     elementwise kernels: on the CPU ``vector_norm`` runs a generic scalar loop for ``q != 2``, while
-    ``pow`` is vectorised and ``pow(0.5)`` is a square root, 4-7x faster for ``q <= 1`` at the cost of
-    one temporary the size of ``w``. Overflow and underflow are as with ``vector_norm``.
+    ``pow`` is vectorised and ``pow(0.5)`` is a square root, 4-7x faster for ``q <= 1``. On the CPU a
+    large ``w`` goes by blocks of ~``_BLOCK`` entries (whole units, or slices of one huge unit), so
+    the ``|w|^q`` temporary stays small: a fresh temporary of hundreds of MB costs more in page
+    faults than the arithmetic. Overflow and underflow are as with ``vector_norm``.
     """
     if q == 2.0 or (torch.is_grad_enabled() and w.requires_grad):
         return torch.linalg.vector_norm(w, ord=q, dim=dim)
-    if q == 1.0:
-        return w.abs().sum(dim)
-    return w.abs().pow_(q).sum(dim).pow_(1.0 / q)
+    d = w.shape[dim]
+    if w.device.type != "cpu" or w.numel() <= 2 * _BLOCK or d == 0:
+        total = _sum_pow(w, q, dim)
+    else:
+        x = w.movedim(dim, -1)
+        lead = x.shape[:-1]
+        x = x.reshape(-1, d)  # a view for the usual layout (contiguous, reduced along its last dim)
+        if d <= _BLOCK:
+            rows = _BLOCK // d
+            total = torch.cat([_sum_pow(x[i : i + rows], q, -1) for i in range(0, x.shape[0], rows)])
+        else:  # a few huge units (layer or global scope): partial sums over slices of each unit
+            total = sum(_sum_pow(x[:, j : j + _BLOCK], q, -1) for j in range(0, d, _BLOCK))
+        total = total.reshape(lead)
+    return total if q == 1.0 else total.pow_(1.0 / q)
 
 
 def _log_norm(w: torch.Tensor, q: float, dim: int, scale: torch.Tensor | None = None) -> torch.Tensor:
