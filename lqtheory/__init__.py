@@ -22,6 +22,8 @@ from lqtheory.bounds import (
     neuron_pruning_deviation,
     s4_coefficients,
     s4_objective,
+    stechkin_factor,
+    uniform_budgets,
 )
 from lqtheory.data import DATASETS, DataFileError, Dataset, load_dataset, read_idx
 from lqtheory.device import resolve_device, set_determinism
@@ -55,7 +57,7 @@ __all__ = [
     "MaureyResult",
     # bounds and budgets (S2, S4, S7)
     "neuron_pruning_bound", "neuron_oracle_bound", "neuron_pruning_deviation", "network_bound", "NetworkBound",
-    "s4_coefficients", "s4_objective", "allocate_budgets",
+    "s4_coefficients", "s4_objective", "allocate_budgets", "uniform_budgets", "stechkin_factor",
     # masks and pruning
     "Mask", "magnitude_prune", "global_magnitude_prune", "sap_prune_counts", "unit_view",
     "PruneConfig", "METHODS", "prune_step", "si_adaptive_config", "unit_statistics",
