@@ -33,6 +33,7 @@ __all__ = [
     "Unavailable",
     "environment",
     "fit_loglog_slope",
+    "format_markdown",
     "format_table",
     "measure",
     "paired_ratio",
@@ -282,6 +283,24 @@ def format_table(rows: Sequence[Row]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines.extend(fmt.format(*r).rstrip() for r in body)
     return "\n".join(lines)
+
+
+def format_markdown(rows: Sequence[Row]) -> str:
+    """The results table as GitHub Markdown (for RESULTS.md): one line per row, notes included."""
+    out = [
+        "| group | case | size | median time | ratios (paired medians) | target | status | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [row.group, row.case, _fmt_size(row.size)]
+        if row.skipped:
+            cells += ["", "", "", "skipped", row.note]
+        else:
+            ratios = "; ".join(format_ratio(stats, b) for b, stats in row.ratios.items())
+            status = {None: "", True: "met", False: "**MISSED**"}[row.met]
+            cells += [_fmt_seconds(row.seconds), ratios, row.target.describe() if row.target else "", status, row.note]
+        out.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return "\n".join(out) + "\n"
 
 
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:

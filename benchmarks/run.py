@@ -24,6 +24,7 @@ import argparse
 import copy
 import dataclasses
 import math
+import shlex
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from benchmarks.harness import (  # noqa: E402
     Unavailable,
     environment,
     fit_loglog_slope,
+    format_markdown,
     format_table,
     measure,
     paired_ratio,
@@ -847,6 +849,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where to save the scaling plot (default benchmarks/scaling.png)",
     )
     ap.add_argument("--no-plot", action="store_true", help="do not draw the scaling plot")
+    ap.add_argument("--markdown", default=None, metavar="PATH", help="also write the table as Markdown")
     ap.add_argument("--repeats", type=int, default=None, help="rounds per measurement (default: the preset's)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument(
@@ -929,7 +932,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict:
             f"lqtheory scaling on {env['device_name']} ({env['torch_threads']} thread(s), torch {env['torch']})",
         )
         print(f"scaling plot: {args.plot}")
-    command = "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/run.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     payload = {
         "command": command.strip(),
         "preset": dataclasses.asdict(settings),
@@ -941,6 +944,17 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict:
     if args.json:
         write_json(Path(args.json), payload)
         print(f"results: {args.json}")
+    if args.markdown:
+        md = Path(args.markdown)
+        md.parent.mkdir(parents=True, exist_ok=True)
+        header = (
+            f"`{payload['command']}` on {env['device_name']} ({env['device']}), {env['torch_threads']} torch "
+            f"thread(s) of {env['cpu_count']} CPUs, torch {env['torch']}, numpy {env['numpy']}, python "
+            f"{env['python']}, git {env['git']}, load average {env.get('loadavg_start')} -> "
+            f"{env.get('loadavg_end')}\n\n"
+        )
+        md.write_text(header + format_markdown(rows))
+        print(f"markdown table: {args.markdown}")
     return payload
 
 

@@ -93,6 +93,16 @@ def test_scaling_writes_series_and_plot(tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_markdown_table(tmp_path):
+    md = tmp_path / "table.md"
+    payload = run.main([*SMOKE, "--only", "bounds", "--json", "", "--markdown", str(md)])
+    text = md.read_text()
+    assert "--json ''" in payload["command"]  # the recorded command can be pasted back into a shell
+    lines = [line for line in text.splitlines() if line.startswith("| bounds |")]
+    assert len(lines) == len(payload["rows"])
+    assert all(line.count("|") == 9 for line in lines)
+
+
 def test_threads_restored_after_main(tmp_path):
     before = torch.get_num_threads()
     run.main(["--smoke", "--threads", "1", "--only", "bounds", "--json", "", "--no-plot"])
