@@ -922,7 +922,10 @@ def _take_top_increments(c, base, cap, need: int, a: float) -> torch.Tensor:
         taken = torch.zeros_like(base)
         taken[order[:need]] = 1
         return taken
-    finite_first = torch.where(room, _marginal_gain(c, base + 1, a), torch.zeros_like(c))
+    # The largest finite gain of each unit: its next increment, or the one after it when the next one
+    # is the infinite 0 -> 1 step (gains fall with k, so nothing above ``hi`` stays finite).
+    first_finite_k = torch.maximum(base + 1, torch.full_like(base, 2))
+    finite_first = torch.where(cap >= first_finite_k, _marginal_gain(c, first_finite_k, a), torch.zeros_like(c))
     last_finite = room & (cap >= 2)
     last = _marginal_gain(c, cap.clamp_min(2), a)
     lo = float(last[last_finite].min())  # <= the need-th largest gain (see _integer_optimum's notes)

@@ -857,3 +857,16 @@ def test_uniform_budgets_examples_and_errors():
         uniform_budgets(torch.tensor([2.0, 2.0]), 2)
     with pytest.raises(ValueError, match="row_lengths must be >= 0"):
         uniform_budgets(torch.tensor([2, -1]), 1, lower=0)
+
+
+def test_integer_allocation_total_when_zero_budget_units_have_large_second_gains():
+    # Regression: units at 0 weights have an infinite first gain, and their (finite) second gain can
+    # exceed every other unit's next gain; the bisection's upper threshold used to miss it, so the
+    # allocation overshot the total by one (found by hypothesis: seed=1401, n=14, q=0.25).
+    rng = np.random.default_rng(1401)
+    c = rng.lognormal(0.0, 2.0, 14)
+    lower = rng.integers(0, 3, 14)
+    total = int(rng.integers(int(lower.sum()), int(lower.sum()) + 50 * 14 + 1))
+    s = allocate_budgets(torch.tensor(c), total, 0.25, torch.tensor(lower), None)
+    assert int(s.sum()) == total
+    assert bool((s >= torch.tensor(lower)).all())
