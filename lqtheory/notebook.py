@@ -487,7 +487,11 @@ class Run:
 
     def progress(self, iterable: Iterable | None = None, **kwargs):
         """``tqdm`` over ``iterable``, switched off in batch runs (papermill, nbval, CI)."""
-        from tqdm.auto import tqdm
+        try:  # notebook widgets when ipywidgets is installed; tqdm.auto would warn without it
+            import ipywidgets  # noqa: F401
+            from tqdm.auto import tqdm
+        except ImportError:
+            from tqdm.std import tqdm
 
         kwargs.setdefault("disable", not self.progress_enabled)
         return tqdm(iterable, **kwargs)
