@@ -29,6 +29,7 @@ reproduce: $(STAMP) data
 	$(VENV)/bin/lqtheory reproduce --profile $(PROFILE)
 
 test: $(STAMP) data
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
 	  --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
 
