@@ -102,9 +102,10 @@ def _safe_low(dtype: torch.dtype) -> float:
 _BLOCK = 1 << 20  # entries per temporary in _norm: reused by the allocator instead of fresh pages
 
 
-def _sum_pow(x: torch.Tensor, q: float, dim: int) -> torch.Tensor:
-    """``Σ|x_i|^q`` along ``dim`` (one temporary the size of ``x``)."""
-    return x.abs().sum(dim) if q == 1.0 else x.abs().pow_(q).sum(dim)
+def _sum_pow(x: torch.Tensor, q: float, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``Σ|x_i|^q`` along ``dim``; the ``|x|^q`` temporary goes into ``out`` (same numel) when given."""
+    t = torch.abs(x) if out is None else torch.abs(x, out=out.view(x.shape))
+    return t.sum(dim) if q == 1.0 else t.pow_(q).sum(dim)
 
 
 def _norm(w: torch.Tensor, q: float, dim: int) -> torch.Tensor:
@@ -114,9 +115,9 @@ def _norm(w: torch.Tensor, q: float, dim: int) -> torch.Tensor:
     (``|w|^q`` has an infinite derivative there for ``q < 1``). Otherwise ``Σ|w_i|^q`` through the
     elementwise kernels: on the CPU ``vector_norm`` runs a generic scalar loop for ``q != 2``, while
     ``pow`` is vectorised and ``pow(0.5)`` is a square root, 4-7x faster for ``q <= 1``. On the CPU a
-    large ``w`` goes by blocks of ~``_BLOCK`` entries (whole units, or slices of one huge unit), so
-    the ``|w|^q`` temporary stays small: a fresh temporary of hundreds of MB costs more in page
-    faults than the arithmetic. Overflow and underflow are as with ``vector_norm``.
+    large ``w`` goes by blocks of ~``_BLOCK`` entries (whole units, or slices of one huge unit)
+    through one reused scratch buffer: a fresh temporary of hundreds of MB, or one per block, costs
+    more in page faults than the arithmetic. Overflow and underflow are as with ``vector_norm``.
     """
     if q == 2.0 or (torch.is_grad_enabled() and w.requires_grad):
         return torch.linalg.vector_norm(w, ord=q, dim=dim)
@@ -127,11 +128,20 @@ def _norm(w: torch.Tensor, q: float, dim: int) -> torch.Tensor:
         x = w.movedim(dim, -1)
         lead = x.shape[:-1]
         x = x.reshape(-1, d)  # a view for the usual layout (contiguous, reduced along its last dim)
-        if d <= _BLOCK:
+        if d <= _BLOCK:  # blocks of whole units
             rows = _BLOCK // d
-            total = torch.cat([_sum_pow(x[i : i + rows], q, -1) for i in range(0, x.shape[0], rows)])
-        else:  # a few huge units (layer or global scope): partial sums over slices of each unit
-            total = sum(_sum_pow(x[:, j : j + _BLOCK], q, -1) for j in range(0, d, _BLOCK))
+            scratch = torch.empty(rows * d, dtype=w.dtype)
+            parts = [
+                _sum_pow(x[i : i + rows], q, -1, scratch[: min(rows, x.shape[0] - i) * d])
+                for i in range(0, x.shape[0], rows)
+            ]
+            total = torch.cat(parts)
+        else:  # a few huge units (layer or global scope): partial sums over column slices
+            cols = max(1, _BLOCK // x.shape[0])
+            scratch = torch.empty(x.shape[0] * cols, dtype=w.dtype)
+            total = x.new_zeros(x.shape[0])
+            for j in range(0, d, cols):
+                total += _sum_pow(x[:, j : j + cols], q, -1, scratch[: x.shape[0] * min(cols, d - j)])
         total = total.reshape(lead)
     return total if q == 1.0 else total.pow_(1.0 / q)
 
