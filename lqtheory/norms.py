@@ -306,7 +306,9 @@ def gini_index(w: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None)
     positions = torch.arange(1, n + 1, dtype=w.dtype, device=w.device).view(position_shape)
     # An alive entry at sorted position k has alive rank k - (#masked); zeros contribute nothing anyway.
     n_masked = n - d
-    weighted = (ascending * positions).sum(dim) - n_masked * total
+    # In place when autograd is off: at 64M entries a second sort-sized temporary costs ~10% of the sort.
+    ranked = ascending * positions if ascending.requires_grad else ascending.mul_(positions)
+    weighted = ranked.sum(dim) - n_masked * total
     gini = (2.0 * weighted - (d + 1.0) * total) / (d * total)
     return torch.where((total > 0) & (d > 0), gini, torch.zeros_like(gini))
 
