@@ -838,15 +838,16 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     ap.add_argument(
         "--json",
-        default=str(_HERE / "results.json"),
+        default=None,
         metavar="PATH",
-        help="where to write the results (default benchmarks/results.json)",
+        help="where to write the results ('' for nowhere; default benchmarks/results.json, "
+        "results-quick.json with --quick)",
     )
     ap.add_argument(
         "--plot",
-        default=str(_HERE / "scaling.png"),
+        default=None,
         metavar="PATH",
-        help="where to save the scaling plot (default benchmarks/scaling.png)",
+        help="where to save the scaling plot (default benchmarks/scaling.png, scaling-quick.png with --quick)",
     )
     ap.add_argument("--no-plot", action="store_true", help="do not draw the scaling plot")
     ap.add_argument("--markdown", default=None, metavar="PATH", help="also write the table as Markdown")
@@ -871,6 +872,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if not groups:
         groups = list(DEFAULT_GROUPS) + (["e2e"] if args.e2e else [])
     args.groups = groups
+    # The committed results are the full run's; other presets write beside them, never over them.
+    suffix = "" if not (args.quick or args.smoke) else "-quick" if args.quick else "-smoke"
+    if args.json is None:
+        args.json = str(_HERE / f"results{suffix}.json")
+    if args.plot is None:
+        args.plot = str(_HERE / f"scaling{suffix}.png")
     if args.repeats is not None and args.repeats < 1:
         ap.error("--repeats must be >= 1")
     if args.threads is not None and args.threads < 1:

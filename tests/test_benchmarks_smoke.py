@@ -138,6 +138,13 @@ def test_e2e_times_the_reproduce_command(monkeypatch, tmp_path):
     assert row["skipped"] and "not installed" in row["note"]
 
 
+def test_default_outputs_depend_on_the_preset():
+    full, quick = run._parse([]), run._parse(["--quick"])
+    assert Path(full.json).name == "results.json" and Path(full.plot).name == "scaling.png"
+    assert Path(quick.json).name == "results-quick.json" and Path(quick.plot).name == "scaling-quick.png"
+    assert run._parse(["--json", ""]).json == ""
+
+
 def test_e2e_is_off_by_default():
     args = run._parse(["--smoke"])
     assert "e2e" not in args.groups
