@@ -16,6 +16,7 @@ and make SAP leave such a unit alone.
 from __future__ import annotations
 
 import numbers
+import threading
 
 import torch
 
@@ -99,7 +100,22 @@ def _safe_low(dtype: torch.dtype) -> float:
     return info.tiny / info.eps**2
 
 
-_BLOCK = 1 << 20  # entries per temporary in _norm: reused by the allocator instead of fresh pages
+_BLOCK = 1 << 20  # entries per block of the CPU path of _norm
+_SMALL = 1 << 16  # up to this many entries a plain temporary is cheap
+_scratch_store = threading.local()
+
+
+def _scratch(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """A CPU buffer of ``numel`` (<= ``_BLOCK``) entries, kept per thread and dtype between calls.
+
+    A fresh multi-MB temporary per call comes back from the OS as new pages (the allocator returns
+    large blocks), and their page faults cost more than the arithmetic on them; a kept buffer does not.
+    """
+    buffers = _scratch_store.__dict__.setdefault("buffers", {})
+    buf = buffers.get(dtype)
+    if buf is None or buf.numel() < numel:
+        buf = buffers[dtype] = torch.empty(numel, dtype=dtype)
+    return buf[:numel]
 
 
 def _sum_pow(x: torch.Tensor, q: float, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -115,14 +131,15 @@ def _norm(w: torch.Tensor, q: float, dim: int) -> torch.Tensor:
     (``|w|^q`` has an infinite derivative there for ``q < 1``). Otherwise ``Σ|w_i|^q`` through the
     elementwise kernels: on the CPU ``vector_norm`` runs a generic scalar loop for ``q != 2``, while
     ``pow`` is vectorised and ``pow(0.5)`` is a square root, 4-7x faster for ``q <= 1``. On the CPU a
-    large ``w`` goes by blocks of ~``_BLOCK`` entries (whole units, or slices of one huge unit)
-    through one reused scratch buffer: a fresh temporary of hundreds of MB, or one per block, costs
-    more in page faults than the arithmetic. Overflow and underflow are as with ``vector_norm``.
+    ``w`` of more than ``_SMALL`` entries goes by blocks of at most ``_BLOCK`` entries (whole units, or
+    slices of one huge unit) through a kept scratch buffer (:func:`_scratch`): a fresh temporary the
+    size of ``w`` costs more in page faults than the arithmetic. Overflow and underflow are as with
+    ``vector_norm``.
     """
     if q == 2.0 or (torch.is_grad_enabled() and w.requires_grad):
         return torch.linalg.vector_norm(w, ord=q, dim=dim)
     d = w.shape[dim]
-    if w.device.type != "cpu" or w.numel() <= 2 * _BLOCK or d == 0:
+    if w.device.type != "cpu" or w.numel() <= _SMALL or d == 0:
         total = _sum_pow(w, q, dim)
     else:
         x = w.movedim(dim, -1)
@@ -130,15 +147,15 @@ def _norm(w: torch.Tensor, q: float, dim: int) -> torch.Tensor:
         x = x.reshape(-1, d)  # a view for the usual layout (contiguous, reduced along its last dim)
         if d <= _BLOCK:  # blocks of whole units
             rows = _BLOCK // d
-            scratch = torch.empty(rows * d, dtype=w.dtype)
+            scratch = _scratch(min(rows, x.shape[0]) * d, w.dtype)
             parts = [
                 _sum_pow(x[i : i + rows], q, -1, scratch[: min(rows, x.shape[0] - i) * d])
                 for i in range(0, x.shape[0], rows)
             ]
-            total = torch.cat(parts)
+            total = torch.cat(parts) if len(parts) > 1 else parts[0]
         else:  # a few huge units (layer or global scope): partial sums over column slices
             cols = max(1, _BLOCK // x.shape[0])
-            scratch = torch.empty(x.shape[0] * cols, dtype=w.dtype)
+            scratch = _scratch(x.shape[0] * cols, w.dtype)
             total = x.new_zeros(x.shape[0])
             for j in range(0, d, cols):
                 total += _sum_pow(x[:, j : j + cols], q, -1, scratch[: x.shape[0] * min(cols, d - j)])
