@@ -3,7 +3,7 @@
     python benchmarks/run.py                  # full sizes (64M-parameter weight set), CPU or GPU (auto)
     python benchmarks/run.py --quick          # small sizes, a few minutes on a laptop
     python benchmarks/run.py --only indices --only masks --device cpu --json out.json
-    python benchmarks/run.py --e2e            # also time `lqtheory reproduce --profile ci|default` (long)
+    python benchmarks/run.py --e2e            # also time `lqtheory reproduce --profile ci|default --force` (long)
 
 Groups (``--only``): ``indices``, ``masks``, ``bounds``, ``training``, ``scaling``, ``lasso``, ``e2e``.
 Each routine is timed against the cheapest thing any implementation must do on the same tensors in
