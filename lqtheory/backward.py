@@ -22,7 +22,6 @@ one ``α`` comparable across layers and teachers of very different scales.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from lqtheory.lasso import _few_threads, lasso_gram, refit_least_squares_gram
-from lqtheory.teacher import Teacher
+from lqtheory.teacher import Teacher, relu_mlp_module
 
 __all__ = [
     "Student",
@@ -92,18 +91,7 @@ class Student:
 
     def to_module(self) -> nn.Sequential:
         """``nn.Sequential(Linear, ReLU, ..., Linear)`` with the student's weights; output ``(n, 1)``."""
-        layers: list[nn.Module] = []
-        for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            with warnings.catch_warnings():  # layers with no kept node are zero-sized: nothing to init
-                warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
-                lin = nn.Linear(W.shape[1], W.shape[0], device=W.device, dtype=W.dtype)
-            with torch.no_grad():
-                lin.weight.copy_(W)
-                lin.bias.copy_(b)
-            layers.append(lin)
-            if i < self.depth:
-                layers.append(nn.ReLU())
-        return nn.Sequential(*layers)
+        return relu_mlp_module(self.weights, self.biases)
 
 
 @dataclass

@@ -13,6 +13,7 @@ requested device and dtype, so the same seed gives the same teacher on every dev
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -162,16 +163,7 @@ class Teacher:
 
     def to_module(self) -> nn.Sequential:
         """The same network as ``nn.Sequential(Linear, ReLU, ..., Linear)``; its output is ``(n, 1)``."""
-        layers: list[nn.Module] = []
-        for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            lin = nn.Linear(W.shape[1], W.shape[0], device=W.device, dtype=W.dtype)
-            with torch.no_grad():
-                lin.weight.copy_(W)
-                lin.bias.copy_(b)
-            layers.append(lin)
-            if i < self.depth:
-                layers.append(nn.ReLU())
-        return nn.Sequential(*layers)
+        return relu_mlp_module(self.weights, self.biases)
 
     def to(self, device=None, dtype=None) -> Teacher:
         """A copy on another device / dtype."""
@@ -271,3 +263,23 @@ def teacher_tsi(
         layer = torch.stack([v.mean() for v in node])
         out[q] = {"node": node, "layer": layer, "network": float(layer.mean())}
     return out
+
+
+def relu_mlp_module(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]) -> nn.Sequential:
+    """``nn.Sequential(Linear, ReLU, ..., Linear)`` holding copies of the given weights and biases.
+
+    Shared by teachers and their backward-approximated students; a layer may have zero nodes (a student
+    that kept none), which gives a zero-sized Linear.
+    """
+    layers: list[nn.Module] = []
+    for i, (W, b) in enumerate(zip(weights, biases, strict=True)):
+        with warnings.catch_warnings():  # zero-sized layers: nothing to initialise
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+            lin = nn.Linear(W.shape[1], W.shape[0], device=W.device, dtype=W.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(W)
+            lin.bias.copy_(b)
+        layers.append(lin)
+        if i < len(weights) - 1:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
