@@ -493,7 +493,7 @@ def magnitude_prune(w: torch.Tensor, n_prune, dim: int = -1, mask: torch.Tensor 
     Unit by unit the result keeps exactly the ``max(d - n_prune, 0)`` alive entries of largest ``|w|``
     [paper: magnitude pruning]. Ties: among equal magnitudes the higher index is removed first (the
     lower index is kept), identically on CPU and CUDA — one stable sort (``norms.sort_magnitudes``) and a
-    rank scatter, no ``topk``. Entries already masked stay masked. Returns a bool tensor shaped like ``w``.
+    boolean scatter, no ``topk``. Entries already masked stay masked. Returns a bool tensor shaped like ``w``.
     """
     check_tensor(w, "w")
     check_dim(w, dim)
@@ -505,9 +505,11 @@ def magnitude_prune(w: torch.Tensor, n_prune, dim: int = -1, mask: torch.Tensor 
     n = torch.minimum(_per_unit_counts(n_prune, "n_prune", d.shape, w.device), d)
     shape = [1] * w.dim()
     shape[dim] = w.shape[dim]
-    positions = torch.arange(w.shape[dim], device=w.device).view(shape).expand_as(order)
-    rank = torch.empty_like(order).scatter_(dim, order, positions)  # rank[i] = position of entry i in the order
-    return rank < (d - n).unsqueeze(dim)
+    positions = torch.arange(w.shape[dim], device=w.device).view(shape)
+    # The entry at sorted position k survives iff k < d - n; scattering that bool through the order
+    # costs one bool pass instead of building an int64 rank of every entry.
+    survives = positions < (d - n).unsqueeze(dim)
+    return torch.zeros_like(w, dtype=torch.bool).scatter_(dim, order, survives.expand_as(order))
 
 
 def global_magnitude_prune(
