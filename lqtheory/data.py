@@ -44,7 +44,6 @@ import json
 import os
 import pickle
 import random
-import tempfile
 import warnings
 import zlib
 from collections.abc import Callable
@@ -53,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lqtheory._io import atomic_open
 from lqtheory.device import resolve_device
 
 __all__ = [
@@ -639,15 +639,8 @@ def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
 
 
 def _atomic_save_npz(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as fh:
+        np.savez(fh, **arrays)
 
 
 @_register("mnist1d")

@@ -47,7 +47,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,6 +54,7 @@ from typing import Any
 
 import torch
 
+from lqtheory._io import atomic_write_bytes
 from lqtheory.device import resolve_device
 from lqtheory.masks import SCOPES, Mask
 from lqtheory.training import Callback, TrainConfig, evaluate, progress_enabled, train
@@ -311,19 +311,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _canonical_json(obj) -> str:
@@ -333,7 +320,7 @@ def _canonical_json(obj) -> str:
 def _write_checked_json(path: Path, body: dict) -> None:
     body = {**body, "sha256": _sha256(_canonical_json(body).encode())}
     # The checksum is over the canonical (sorted) form; the file keeps the records' key order.
-    _atomic_write(path, (json.dumps(body, indent=1) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(body, indent=1) + "\n").encode())
 
 
 def _read_checked_json(path: Path) -> dict:
@@ -353,7 +340,7 @@ def _write_checkpoint(path: Path, obj: dict) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     payload = buf.getvalue()
-    _atomic_write(path, _CKPT_MAGIC + hashlib.sha256(payload).digest() + payload)
+    atomic_write_bytes(path, _CKPT_MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
 def _read_checkpoint(path: Path) -> dict:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lqtheory._checks import check_dim, check_mask, check_tensor
+from lqtheory._io import atomic_open
 from lqtheory.norms import alive_count, retained_count_bound, sort_magnitudes
 
 __all__ = [
@@ -189,17 +188,8 @@ class Mask(Mapping[str, torch.Tensor]):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {name: m.cpu() for name, m in self._masks.items()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(payload, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path) as fh:
+            torch.save(payload, fh)
 
     @classmethod
     def load(cls, path, *, reference=None, device: str | torch.device | None = None) -> Mask:

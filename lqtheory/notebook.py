@@ -28,12 +28,13 @@ import math
 import numbers
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from lqtheory._io import atomic_write_bytes
 
 KNOWN_PROFILES = ("ci", "default", "paper")
 COMMON_PARAMETERS = ("profile", "device", "seed")
@@ -257,31 +258,10 @@ def latex_table(df, floatfmt: str = FLOATFMT, index: bool = False) -> str:
 # Files
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and ``os.replace``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; outputs are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _json_text(obj: Any) -> str:
@@ -520,10 +500,10 @@ class Run:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=PNG_DPI, metadata=PNG_METADATA)
         png_bytes = buf.getvalue()
-        _atomic_write_bytes(png, png_bytes)
+        atomic_write_bytes(png, png_bytes)
         buf = io.BytesIO()
         fig.savefig(buf, format="pdf", metadata=PDF_METADATA)
-        _atomic_write_bytes(pdf, buf.getvalue())
+        atomic_write_bytes(pdf, buf.getvalue())
         if show:
             from IPython.display import Image, display
 
