@@ -55,6 +55,16 @@ def check_exponent(value, name: str, *, low: float = 0.0, high: float = 1.0, hig
     return value
 
 
+def check_real(value, name: str) -> float:
+    """A finite real number (bools are refused: ``True`` as a hyper-parameter is always a slip)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
 def check_nonnegative(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lqtheory._checks import check_dim, check_mask, check_tensor
+from lqtheory._checks import check_dim, check_mask, check_real, check_tensor
 from lqtheory._io import atomic_open
 from lqtheory.norms import alive_count, retained_count_bound, sort_magnitudes
 
@@ -524,13 +524,6 @@ def _snap(x: torch.Tensor) -> torch.Tensor:
     return torch.where(close, nearest, x)
 
 
-def _check_real(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
 
 
 def sap_prune_counts(
@@ -554,14 +547,14 @@ def sap_prune_counts(
     by one. ``eta`` is a number or a per-unit tensor ``≥ 0``; requires ``0 < p < q``, ``γ > 0``,
     ``0 ≤ β ≤ 1``. Returns a LongTensor of the units' shape (``w`` without ``dim``).
     """
-    gamma = _check_real(gamma, "gamma")
+    gamma = check_real(gamma, "gamma")
     if gamma <= 0:
         raise ValueError(f"gamma must be > 0, got {gamma:g}")
-    beta = _check_real(beta, "beta")
+    beta = check_real(beta, "beta")
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must lie in [0, 1], got {beta:g}")
     if not isinstance(eta, torch.Tensor):
-        eta = _check_real(eta, "eta")
+        eta = check_real(eta, "eta")
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta:g}")
     check_tensor(w, "w")

@@ -26,14 +26,13 @@ are left. SAP/SI-adaptive use their own count (:func:`lqtheory.masks.sap_prune_c
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from lqtheory._checks import check_exponent
+from lqtheory._checks import check_exponent, check_real
 from lqtheory.bounds import allocate_budgets
 from lqtheory.masks import SCOPES, Mask, UnitView, magnitude_prune, sap_prune_counts, unit_view
 from lqtheory.norms import gini_index, lq_norm, pq_index, sparsity_index
@@ -69,13 +68,6 @@ _USES_P = ("sap", "si-adaptive")  # the methods whose rule involves the PQ Index
 # --------------------------------------------------------------------------------------------------
 
 
-def _real(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -110,7 +102,7 @@ class PruneConfig:
         q = check_exponent(self.q, "q", high=_MAX_EXPONENT)
         if self.method in _USES_P and not p < q:
             raise ValueError(f"p must be smaller than q (0 < p < q), got p={p:g}, q={q:g}")
-        eta, gamma, beta, rate = (_real(getattr(self, n), n) for n in ("eta", "gamma", "beta", "rate"))
+        eta, gamma, beta, rate = (check_real(getattr(self, n), n) for n in ("eta", "gamma", "beta", "rate"))
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta:g}")
         if gamma <= 0:
@@ -148,7 +140,7 @@ def rate_prune_counts(alive: torch.Tensor, rate: float) -> torch.Tensor:
 
     Matches ``torch.nn.utils.prune``'s conversion of a float ``amount`` (``round(amount * n)``).
     """
-    rate = _real(rate, "rate")
+    rate = check_real(rate, "rate")
     if not 0 <= rate <= 1:
         raise ValueError(f"rate must lie in [0, 1], got {rate:g}")
     return torch.round(alive.double() * rate).long()
