@@ -77,3 +77,31 @@ def check_nonnegative(value, name: str) -> float:
 def check_p_less_than_q(p: float, q: float) -> None:
     if not p < q:
         raise ValueError(f"p must be smaller than q (0 < p < q), got p={p:g}, q={q:g}")
+
+
+def check_unit_counts(value, name: str, shape, device) -> torch.Tensor:
+    """A non-negative int, or an integer-valued tensor broadcastable to the units' ``shape``, as a LongTensor.
+
+    Per-unit counts (budgets ``s``, numbers of weights to prune) share this one parser.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must be an int or an integer tensor, got dtype {value.dtype}")
+        if value.is_floating_point():
+            if value.numel() and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"{name} contains NaN or Inf entries")
+            if not bool((value == value.round()).all()):
+                raise ValueError(f"{name} must hold whole numbers")
+        try:
+            value = torch.broadcast_to(value.to(device=device, dtype=torch.long), tuple(shape))
+        except RuntimeError as err:
+            raise ValueError(
+                f"{name} of shape {tuple(value.shape)} does not broadcast to the units' shape {tuple(shape)}"
+            ) from err
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = torch.full(tuple(shape), value, dtype=torch.long, device=device)
+    else:
+        raise TypeError(f"{name} must be an int or an integer tensor, got {type(value).__name__}")
+    if value.numel() and bool((value < 0).any()):
+        raise ValueError(f"{name} must be >= 0")
+    return value

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lqtheory._checks import check_dim, check_exponent, check_mask, check_nonnegative, check_tensor
+from lqtheory._checks import check_dim, check_exponent, check_mask, check_nonnegative, check_tensor, check_unit_counts
 from lqtheory.norms import lq_norm
 
 __all__ = [
@@ -48,31 +48,6 @@ _NORMS = ("inf", "l2")
 # --------------------------------------------------------------------------------------------------
 # shared helpers
 # --------------------------------------------------------------------------------------------------
-def _check_budget(s, name: str, shape: torch.Size, device: torch.device) -> torch.Tensor:
-    """An int, or an integer-valued tensor broadcastable to ``shape``, as a LongTensor of that shape."""
-    if isinstance(s, torch.Tensor):
-        if s.is_floating_point():
-            if s.numel() and not bool(torch.isfinite(s).all()):
-                raise ValueError(f"{name} contains NaN or Inf entries")
-            if not bool((s == s.round()).all()):
-                raise ValueError(f"{name} must hold whole numbers")
-        elif s.dtype == torch.bool or s.is_complex():
-            raise TypeError(f"{name} must be an int or an integer tensor, got dtype {s.dtype}")
-        try:
-            s = torch.broadcast_to(s.to(device=device, dtype=torch.long), shape)
-        except RuntimeError as err:
-            raise ValueError(
-                f"{name} of shape {tuple(s.shape)} does not broadcast to the units' shape {tuple(shape)}"
-            ) from err
-    elif isinstance(s, bool) or not isinstance(s, int):
-        raise TypeError(f"{name} must be an int or an integer tensor, got {type(s).__name__}")
-    else:
-        s = torch.full(tuple(shape), s, dtype=torch.long, device=device)
-    if bool((s < 0).any()):
-        raise ValueError(f"{name} must be >= 0")
-    return s
-
-
 def _check_norm(norm) -> str:
     if norm not in _NORMS:
         raise ValueError(f"norm must be one of {_NORMS}, got {norm!r}")
@@ -164,7 +139,7 @@ def stechkin_factor(
     mask = check_mask(mask, w)
     w = w if mask is None else w.masked_fill(~mask, 0)
     w = w.movedim(dim, -1)
-    s = _check_budget(s, "s", w.shape[:-1], w.device)
+    s = check_unit_counts(s, "s", w.shape[:-1], w.device)
     return _stechkin_last(w, s, q, float(p))
 
 
@@ -197,7 +172,7 @@ def _validate_neuron_args(w, h, s, dim, mask, lipschitz):
     h2, lead_h = _flat_inputs(h, dim, w.shape[dim])
     if h2.dtype != w2.dtype or h2.device != w2.device:
         raise TypeError(f"h ({h2.dtype}, {h2.device}) must match w ({w2.dtype}, {w2.device})")
-    s2 = _check_budget(s, "s", lead_w, w.device).reshape(-1)
+    s2 = check_unit_counts(s, "s", lead_w, w.device).reshape(-1)
     return w2, h2, s2, m2, lead_w, lead_h, _check_lipschitz(lipschitz)
 
 
@@ -378,7 +353,7 @@ def _check_budgets(budgets, weights) -> list[torch.Tensor]:
     if isinstance(budgets, torch.Tensor) or not isinstance(budgets, Sequence) or len(budgets) != len(weights):
         raise TypeError(f"budgets must be a list of {len(weights)} ints or per-row integer tensors, one per layer")
     return [
-        _check_budget(s, f"budgets[{i}]", torch.Size([w.shape[0]]), w.device)
+        check_unit_counts(s, f"budgets[{i}]", torch.Size([w.shape[0]]), w.device)
         for i, (s, w) in enumerate(zip(budgets, weights, strict=True))
     ]
 

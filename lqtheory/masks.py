@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lqtheory._checks import check_dim, check_mask, check_real, check_tensor
+from lqtheory._checks import check_dim, check_mask, check_real, check_tensor, check_unit_counts
 from lqtheory._io import atomic_open
 from lqtheory.norms import alive_count, retained_count_bound, sort_magnitudes
 
@@ -450,31 +450,6 @@ def unit_view(weights: Mapping[str, torch.Tensor], scope: str = "neuron", mask=N
 # --------------------------------------------------------------------------------------------------
 
 
-def _per_unit_counts(n, name: str, units_shape: torch.Size, device: torch.device) -> torch.Tensor:
-    """A non-negative int, or an integer-valued tensor broadcastable to ``units_shape``, as a LongTensor."""
-    if isinstance(n, torch.Tensor):
-        if n.dtype == torch.bool or n.is_complex():
-            raise TypeError(f"{name} must hold integers, got dtype {n.dtype}")
-        if n.is_floating_point():
-            if n.numel() and not bool(torch.isfinite(n).all()):
-                raise ValueError(f"{name} contains NaN or Inf entries")
-            if not bool((n == n.round()).all()):
-                raise ValueError(f"{name} must hold whole numbers")
-        try:
-            n = torch.broadcast_to(n.to(device=device, dtype=torch.long), units_shape)
-        except RuntimeError as err:
-            raise ValueError(
-                f"{name} of shape {tuple(n.shape)} does not broadcast to the units' shape {tuple(units_shape)}"
-            ) from err
-    elif isinstance(n, int) and not isinstance(n, bool):
-        n = torch.full(units_shape, n, dtype=torch.long, device=device)
-    else:
-        raise TypeError(f"{name} must be an int or an integer tensor, got {type(n).__name__}")
-    if n.numel() and bool((n < 0).any()):
-        raise ValueError(f"{name} must be >= 0")
-    return n
-
-
 def magnitude_prune(w: torch.Tensor, n_prune, dim: int = -1, mask: torch.Tensor | None = None) -> torch.Tensor:
     """A new mask that removes the ``n_prune`` smallest-magnitude alive entries of every unit along ``dim``.
 
@@ -492,7 +467,7 @@ def magnitude_prune(w: torch.Tensor, n_prune, dim: int = -1, mask: torch.Tensor 
     _, order = sort_magnitudes(w, dim, mask, descending=True)  # alive by |w| descending, masked last
     units_shape = w.shape[:dim] + w.shape[dim + 1 :]
     d = torch.full(units_shape, w.shape[dim], dtype=torch.long, device=w.device) if mask is None else mask.sum(dim)
-    n = torch.minimum(_per_unit_counts(n_prune, "n_prune", d.shape, w.device), d)
+    n = torch.minimum(check_unit_counts(n_prune, "n_prune", d.shape, w.device), d)
     shape = [1] * w.dim()
     shape[dim] = w.shape[dim]
     positions = torch.arange(w.shape[dim], device=w.device).view(shape)
