@@ -12,7 +12,8 @@
 Conventions (docs/ARCHITECTURE.md): a *prunable* tensor is a floating tensor with ``dim > 1`` (biases and
 norm-layer scales are never pruned). Masked entries are never revived. Ties between equal magnitudes
 are broken by position, identically on every device: the lower index is kept first, i.e. among equal
-magnitudes the higher index is removed first (``lqtheory.norms.sort_magnitudes``; never ``torch.topk``).
+magnitudes the higher index is removed first (a threshold from a sort, ties settled by index; never
+``torch.topk``).
 """
 
 from __future__ import annotations
@@ -27,9 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lqtheory._checks import check_dim, check_mask, check_real, check_tensor, check_unit_counts
+from lqtheory._checks import (
+    check_dim,
+    check_exponent,
+    check_mask,
+    check_p_less_than_q,
+    check_real,
+    check_tensor,
+    check_unit_counts,
+)
 from lqtheory._io import atomic_open
-from lqtheory.norms import alive_count, retained_count_bound, sort_magnitudes
+from lqtheory.norms import _MAX_EXPONENT, retained_count_bound
 
 __all__ = [
     "Mask",
@@ -339,38 +348,83 @@ def _as_mask_dict(mask, weights: Mapping[str, torch.Tensor], name: str = "mask")
 
 @dataclass(frozen=True)
 class UnitView:
-    """A weight dict at a scope as a 2-D tensor: one row per unit, padded with masked entries.
+    """A weight dict at a scope as rows of units: one row per unit, in blocks of equal row width.
 
-    ``values`` ``(units, width)`` and ``mask`` (bool, same shape; False on pruned and padding entries);
-    ``layer[u]`` is the index in ``names`` of the tensor that unit ``u`` comes from (``-1`` for the single
-    unit of the global scope, which spans every tensor). Rows: ``neuron`` — each tensor's rows
-    ``w.flatten(1)`` (a Linear row, a Conv output filter; a 1-D tensor is one row), tensors stacked in
-    ``names`` order; ``layer`` — one row per tensor ``w.flatten()``; ``global`` — one row, all tensors
-    flattened and concatenated in ``names`` order (so "lower index" means earlier in that order).
+    Rows: ``neuron`` — each tensor's rows ``w.flatten(1)`` (a Linear row, a Conv output filter; a 1-D
+    tensor is one row), tensors in ``names`` order; ``layer`` — one row per tensor ``w.flatten()``;
+    ``global`` — one row, all tensors flattened and concatenated in ``names`` order (so "lower index"
+    means earlier in that order). ``layer[u]`` is the index in ``names`` of the tensor that unit ``u``
+    comes from (``-1`` for the single unit of the global scope).
+
+    ``blocks``: ``(values, mask)`` pairs, one per run of consecutive tensors whose rows have the same
+    width, unpadded (``mask`` False on pruned entries); their rows, in order, are the units. Batched
+    routines run once per block (:meth:`per_unit`, :meth:`blocks_to_dict`), so rows of different widths
+    are never padded. ``values`` / ``mask``: the whole view as one ``(units, widest)`` tensor, shorter
+    rows padded with masked zeros — built on first use, a copy that can be many times the weights
+    when row widths differ widely.
     """
 
-    values: torch.Tensor
-    mask: torch.Tensor
+    blocks: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    block_of: tuple[int, ...]  # the block holding each tensor's rows (names order)
     layer: torch.Tensor
     names: tuple[str, ...]
     shapes: tuple[torch.Size, ...]
     scope: str
 
     def _rows_and_widths(self) -> list[tuple[int, int]]:
-        out = []
-        for shape in self.shapes:
-            numel = math.prod(shape)
-            if self.scope == "neuron":
-                rows = shape[0] if len(shape) > 1 else 1
-                out.append((rows, numel // rows if rows else 0))
+        return _rows_and_widths(self.shapes, self.scope)
+
+    @property
+    def units(self) -> int:
+        return sum(v.shape[0] for v, _ in self.blocks)
+
+    @property
+    def width(self) -> int:
+        return max(v.shape[1] for v, _ in self.blocks)
+
+    @functools.cached_property
+    def values(self) -> torch.Tensor:
+        return torch.cat([F.pad(v, (0, self.width - v.shape[1])) for v, _ in self.blocks])
+
+    @functools.cached_property
+    def mask(self) -> torch.Tensor:
+        return torch.cat([F.pad(m, (0, self.width - m.shape[1]), value=False) for _, m in self.blocks])
+
+    def per_unit(self, fn) -> torch.Tensor:
+        """``fn(values, mask)`` of every block (one value per row), concatenated: one value per unit."""
+        parts = [fn(v, m) for v, m in self.blocks]
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def split_units(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """A tensor with one leading entry per unit, split into the blocks' units."""
+        return list(torch.split(x, [v.shape[0] for v, _ in self.blocks]))
+
+    def alive_counts(self) -> torch.Tensor:
+        """``d`` of every unit (LongTensor ``(units,)``): its alive entries."""
+        return self.per_unit(lambda _, m: m.sum(1))
+
+    def blocks_to_dict(self, xs) -> dict[str, torch.Tensor]:
+        """Inverse of :func:`unit_view` for tensors laid out like ``blocks`` (one per block)."""
+        xs = list(xs)
+        expected = [tuple(v.shape) for v, _ in self.blocks]
+        if [tuple(x.shape[:2]) for x in xs] != expected:
+            raise ValueError(f"expected one tensor per block, of shapes {expected}; got {[tuple(x.shape) for x in xs]}")
+        out, offsets = {}, [0] * len(xs)
+        for name, shape, (rows, width), b in zip(
+            self.names, self.shapes, self._rows_and_widths(), self.block_of, strict=True
+        ):
+            if self.scope == "global":  # one row: the tensors side by side
+                out[name] = xs[b][0, offsets[b] : offsets[b] + width].reshape(shape)
+                offsets[b] += width
             else:
-                out.append((1, numel))
+                out[name] = xs[b][offsets[b] : offsets[b] + rows].reshape(shape)
+                offsets[b] += rows
         return out
 
     def to_dict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Inverse of :func:`unit_view` for any tensor laid out like ``values`` (padding dropped)."""
-        if x.shape[:2] != self.values.shape[:2]:
-            raise ValueError(f"x has shape {tuple(x.shape)}, expected the view's {tuple(self.values.shape)}")
+        if tuple(x.shape[:2]) != (self.units, self.width):
+            raise ValueError(f"x has shape {tuple(x.shape)}, expected the view's {(self.units, self.width)}")
         out, offset = {}, 0
         for name, shape, (rows, width) in zip(self.names, self.shapes, self._rows_and_widths(), strict=True):
             if self.scope == "global":
@@ -384,16 +438,27 @@ class UnitView:
     def per_unit_layer_counts(self) -> torch.Tensor:
         """Number of units of every tensor (``len(names)``,), as a LongTensor on the view's device."""
         counts = [rows if self.scope == "neuron" else 1 for rows, _ in self._rows_and_widths()]
-        return torch.tensor(counts, dtype=torch.long, device=self.values.device)
+        return torch.tensor(counts, dtype=torch.long, device=self.layer.device)
+
+
+def _rows_and_widths(shapes, scope: str) -> list[tuple[int, int]]:
+    out = []
+    for shape in shapes:
+        numel = math.prod(shape)
+        if scope == "neuron":
+            rows = shape[0] if len(shape) > 1 else 1
+            out.append((rows, numel // rows if rows else 0))
+        else:
+            out.append((1, numel))
+    return out
 
 
 def unit_view(weights: Mapping[str, torch.Tensor], scope: str = "neuron", mask=None) -> UnitView:
-    """View ``weights`` at ``scope`` as ``(units, entries)`` — see :class:`UnitView`; inverse ``to_dict``.
+    """View ``weights`` at ``scope`` as rows of units — see :class:`UnitView`; inverse ``blocks_to_dict``.
 
     The tensors viewed are the names of ``mask`` when it is given (each must be in ``weights`` with the
     same shape), otherwise the prunable tensors (:func:`prunable_tensors`) of ``weights``; all on one
-    device. Rows shorter than the widest are padded with masked zeros, so batched routines that honour
-    a mask see each unit exactly. Costs one copy of the weights.
+    device. Costs one copy of the weights (the blocks); the padded ``values``/``mask`` only if used.
     """
     _check_scope(scope)
     if not isinstance(weights, Mapping):
@@ -417,32 +482,36 @@ def unit_view(weights: Mapping[str, torch.Tensor], scope: str = "neuron", mask=N
 
     names = tuple(tensors)
     shapes = tuple(t.shape for t in tensors.values())
-    rows_widths = UnitView(torch.empty(0), torch.empty(0), torch.empty(0), names, shapes, scope)._rows_and_widths()
-    # One (values, alive) block of shape (rows, width) per tensor; an empty dict gives one empty block.
-    empty_rows = 1 if scope == "global" else 0
-    blocks = [
-        (
-            torch.zeros(empty_rows, 0, dtype=dtype, device=device),
-            torch.zeros(empty_rows, 0, dtype=torch.bool, device=device),
+    rows_widths = _rows_and_widths(shapes, scope)
+    if not tensors:  # an empty dict: one empty block
+        rows = 1 if scope == "global" else 0
+        empty = (
+            torch.zeros(rows, 0, dtype=dtype, device=device),
+            torch.zeros(rows, 0, dtype=torch.bool, device=device),
         )
-    ]
-    if tensors:
-        blocks = []
-        for (name, t), (rows, width) in zip(tensors.items(), rows_widths, strict=True):
-            m = masks[name]
-            m = torch.ones(t.shape, dtype=torch.bool, device=device) if m is None else m
-            blocks.append((t.reshape(rows, width).to(dtype), m.reshape(rows, width)))
+        layer = torch.full((rows,), -1, dtype=torch.long, device=device)
+        return UnitView((empty,), (), layer, names, shapes, scope)
+    parts = []  # (values, alive) of shape (rows, width) per tensor
+    for (name, t), (rows, width) in zip(tensors.items(), rows_widths, strict=True):
+        m = masks[name]
+        m = torch.ones(t.shape, dtype=torch.bool, device=device) if m is None else m
+        parts.append((t.reshape(rows, width).to(dtype), m.reshape(rows, width)))
     if scope == "global":
-        values = torch.cat([v.reshape(1, -1) for v, _ in blocks], dim=1)
-        alive = torch.cat([m.reshape(1, -1) for _, m in blocks], dim=1)
+        values = torch.cat([v.reshape(1, -1) for v, _ in parts], dim=1)
+        alive = torch.cat([m.reshape(1, -1) for _, m in parts], dim=1)
         layer = torch.full((1,), -1, dtype=torch.long, device=device)
-    else:
-        full = max(v.shape[1] for v, _ in blocks)
-        values = torch.cat([F.pad(v, (0, full - v.shape[1])) for v, _ in blocks])
-        alive = torch.cat([F.pad(m, (0, full - m.shape[1]), value=False) for _, m in blocks])
-        counts = torch.tensor([rows for rows, _ in rows_widths], dtype=torch.long, device=device)
-        layer = torch.repeat_interleave(torch.arange(len(names), device=device), counts)
-    return UnitView(values, alive, layer, names, shapes, scope)
+        return UnitView(((values, alive),), (0,) * len(names), layer, names, shapes, scope)
+    # Consecutive tensors of equal row width share a block.
+    block_of = [0]
+    for prev, part in zip(parts, parts[1:], strict=False):
+        block_of.append(block_of[-1] + (part[0].shape[1] != prev[0].shape[1]))
+    runs = [[part for part, b in zip(parts, block_of, strict=True) if b == i] for i in range(block_of[-1] + 1)]
+    blocks = tuple(
+        (torch.cat([v for v, _ in run]), torch.cat([m for _, m in run])) if len(run) > 1 else run[0] for run in runs
+    )
+    counts = torch.tensor([rows for rows, _ in rows_widths], dtype=torch.long, device=device)
+    layer = torch.repeat_interleave(torch.arange(len(names), device=device), counts)
+    return UnitView(blocks, tuple(block_of), layer, names, shapes, scope)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -457,24 +526,57 @@ def magnitude_prune(w: torch.Tensor, n_prune, dim: int = -1, mask: torch.Tensor 
     negative counts raise ``ValueError`` and counts above a unit's alive count ``d`` remove all of it.
     Unit by unit the result keeps exactly the ``max(d - n_prune, 0)`` alive entries of largest ``|w|``
     [paper: magnitude pruning]. Ties: among equal magnitudes the higher index is removed first (the
-    lower index is kept), identically on CPU and CUDA — one stable sort (``norms.sort_magnitudes``) and a
-    boolean scatter, no ``topk``. Entries already masked stay masked. Returns a bool tensor shaped like ``w``.
+    lower index is kept), identically on CPU and CUDA, no ``topk``. Entries already masked stay masked.
+    Returns a bool tensor shaped like ``w``.
+
+    Cost: the per-unit threshold (the ``k``-th largest alive magnitude) from one ``torch.kthvalue``
+    (a selection) when every unit keeps the same count ``k`` — a single unit, as at global scope —
+    else from one sort of ``|w|`` along ``dim``; then one comparison pass. Units where entries equal to
+    the threshold straddle the cut are settled by index among those entries only.
     """
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"w must be a torch.Tensor, got {type(w).__name__}")
     check_tensor(w, "w")
     check_dim(w, dim)
     mask = check_mask(mask, w)
     dim = dim % w.dim()
-    _, order = sort_magnitudes(w, dim, mask, descending=True)  # alive by |w| descending, masked last
     units_shape = w.shape[:dim] + w.shape[dim + 1 :]
     d = torch.full(units_shape, w.shape[dim], dtype=torch.long, device=w.device) if mask is None else mask.sum(dim)
-    n = torch.minimum(check_unit_counts(n_prune, "n_prune", d.shape, w.device), d)
-    shape = [1] * w.dim()
-    shape[dim] = w.shape[dim]
-    positions = torch.arange(w.shape[dim], device=w.device).view(shape)
-    # The entry at sorted position k survives iff k < d - n; scattering that bool through the order
-    # costs one bool pass instead of building an int64 rank of every entry.
-    survives = positions < (d - n).unsqueeze(dim)
-    return torch.zeros_like(w, dtype=torch.bool).scatter_(dim, order, survives.expand_as(order))
+    keep_count = d - torch.minimum(check_unit_counts(n_prune, "n_prune", d.shape, w.device), d)
+    if w.numel() == 0:
+        return torch.zeros_like(w, dtype=torch.bool)
+    key = w.detach().abs()
+    if mask is not None:
+        key.masked_fill_(~mask, float("-inf"))  # pruned entries are the smallest and never reach a threshold
+    k = keep_count.flatten()[0]
+    if bool((keep_count == k).all()):  # one count for all: select, no sort
+        k = int(k)
+        if k == 0:
+            return torch.zeros_like(w, dtype=torch.bool)
+        threshold = torch.kthvalue(key, w.shape[dim] - k + 1, dim=dim).values
+    else:
+        ranked = torch.sort(key, dim=dim, descending=True).values
+        kth = ranked.gather(dim, (keep_count - 1).clamp_min(0).unsqueeze(dim)).squeeze(dim)
+        threshold = torch.where(keep_count > 0, kth, torch.full_like(kth, float("inf")))
+        del ranked
+    keep = key >= threshold.unsqueeze(dim)
+    # Where entries equal to the threshold continue past the cut, keep only the lowest-index ones of them
+    # (a stable sort's order): ranks among the equal entries, from their positions alone.
+    tied = keep.sum(dim) > keep_count
+    if bool(tied.any()):
+        units = tied.nonzero(as_tuple=True)
+        sub_key = key.movedim(dim, -1)[units]  # (tied units, entries)
+        sub_threshold = threshold[units].unsqueeze(-1)
+        sub_keep = sub_key > sub_threshold
+        at = sub_key == sub_threshold
+        row, col = at.nonzero(as_tuple=True)  # row-major: by unit, then by index
+        per_row = at.sum(-1)
+        rank = torch.arange(row.numel(), device=w.device) - (per_row.cumsum(0) - per_row)[row]
+        room = keep_count[units] - sub_keep.sum(-1)
+        chosen = rank < room[row]
+        sub_keep[row[chosen], col[chosen]] = True
+        keep.movedim(dim, -1)[units] = sub_keep
+    return keep
 
 
 def global_magnitude_prune(
@@ -488,8 +590,13 @@ def global_magnitude_prune(
     or a dict of bool tensors) selects the tensors and the alive entries. Returns ``{name: BoolTensor}``.
     """
     view = unit_view(weights, scope, mask)
-    keep = magnitude_prune(view.values, n_prune, mask=view.mask)
-    return view.to_dict(keep)
+    if isinstance(n_prune, torch.Tensor) and n_prune.dim() > 0:
+        n_prune = check_unit_counts(n_prune, "n_prune", (view.units,), view.layer.device)
+        counts = view.split_units(n_prune)
+    else:
+        counts = [n_prune] * len(view.blocks)
+    keep = [magnitude_prune(v, n, mask=m) for (v, m), n in zip(view.blocks, counts, strict=True)]
+    return view.blocks_to_dict(keep)
 
 
 def _snap(x: torch.Tensor) -> torch.Tensor:
@@ -499,6 +606,46 @@ def _snap(x: torch.Tensor) -> torch.Tensor:
     return torch.where(close, nearest, x)
 
 
+
+
+_CHUNK = 1 << 20  # entries converted to float64 at a time by sap_prune_counts
+
+
+def _retained_count_bound_float64(w, p, q, eta, dim, mask) -> torch.Tensor:
+    """``norms.retained_count_bound`` computed in float64, by chunks of whole units.
+
+    A float64 copy of a large ``w`` at once (512 MB at 64M entries) costs more in page faults than the
+    arithmetic; chunks of ~1M entries reuse the allocator's memory. Every unit is reduced within one
+    chunk, so the values are those of the whole-tensor call. A NaN/Inf raises from the first chunk
+    holding it (the norms' deferred check).
+    """
+    x = w.movedim(dim, -1)
+    units_shape, d = x.shape[:-1], x.shape[-1]
+    n_units = math.prod(units_shape)
+    x = x.reshape(n_units, d)
+    m = None if mask is None else mask.movedim(dim, -1).reshape(n_units, d)
+    if isinstance(eta, torch.Tensor):
+        try:
+            eta = torch.broadcast_to(eta.to(w.device), units_shape).reshape(-1)
+        except RuntimeError as err:
+            raise ValueError(
+                f"eta of shape {tuple(eta.shape)} does not broadcast to the units' shape {tuple(units_shape)}"
+            ) from err
+        eta = eta.double()
+    rows = max(1, _CHUNK // max(d, 1))
+    parts = [
+        retained_count_bound(
+            x[i : i + rows].double(),
+            p,
+            q,
+            eta[i : i + rows] if isinstance(eta, torch.Tensor) else eta,
+            -1,
+            None if m is None else m[i : i + rows],
+        )
+        for i in range(0, x.shape[0], rows)
+    ]
+    bound = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=w.device)
+    return bound.reshape(units_shape)
 
 
 def sap_prune_counts(
@@ -532,11 +679,18 @@ def sap_prune_counts(
         eta = check_real(eta, "eta")
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta:g}")
-    check_tensor(w, "w")
-    w64 = w.double()
-    eta64 = eta.double() if isinstance(eta, torch.Tensor) else eta
-    bound = retained_count_bound(w64, p, q, eta64, dim, mask)
-    d = alive_count(w64, dim, mask)
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"w must be a torch.Tensor, got {type(w).__name__}")
+    if not w.is_floating_point():
+        raise TypeError(f"w must be a floating-point tensor, got dtype {w.dtype}")
+    check_p_less_than_q(check_exponent(p, "p", high=_MAX_EXPONENT), check_exponent(q, "q", high=_MAX_EXPONENT))
+    dim = check_dim(w, dim) % w.dim()
+    mask = check_mask(mask, w)
+    bound = _retained_count_bound_float64(w, p, q, eta, dim, mask)
+    if mask is None:
+        d = torch.full(bound.shape, float(w.shape[dim]), dtype=torch.float64, device=w.device)
+    else:
+        d = mask.sum(dim).double()
     r = torch.minimum(torch.ceil(_snap(bound)), d)
     by_gamma = torch.floor(_snap(gamma * (d - r)))
     by_beta = torch.floor(_snap(beta * d))

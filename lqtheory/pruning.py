@@ -4,10 +4,10 @@ bound-optimal, each at ``neuron``, ``layer`` or ``global`` scope.
 Two levels, as in ``torch.nn.utils.prune``: small lower-case functions for users (:func:`sap`,
 :func:`si_adaptive`, :func:`one_shot`, :func:`lottery_ticket`, :func:`random_prune`,
 :func:`bound_optimal`), and one class per method in the registry :data:`METHODS` holding its rule. The
-machinery is written once in :class:`PruningMethod`: view the weights at the scope as a 2-D
-``(units, entries)`` tensor (:func:`lqtheory.masks.unit_view`), compute how many alive entries each unit
-loses and the scores that rank them, and remove the lowest-scoring ones with one batched
-:func:`lqtheory.masks.magnitude_prune` (ties: among equal scores the higher index goes first, the same
+machinery is written once in :class:`PruningMethod`: view the weights at the scope as rows of units
+(:func:`lqtheory.masks.unit_view`: blocks of equal row width, never padded), compute how many alive
+entries each unit loses and the scores that rank them, and remove the lowest-scoring ones with one
+batched :func:`lqtheory.masks.magnitude_prune` per block (ties: among equal scores the higher index goes first, the same
 on every device). The entry point is :func:`prune_step`; it is pure (never touches a model) and
 cumulative (the new mask is a subset of the old one; pruned weights are never revived).
 
@@ -174,9 +174,9 @@ class PruningMethod:
         """Per-unit number of alive entries to remove, LongTensor ``(units,)``."""
         raise NotImplementedError
 
-    def scores(self, view: UnitView, *, dense_view: UnitView | None, generator) -> torch.Tensor:
-        """``(units, width)`` scores; the alive entries of smallest ``|score|`` are removed first."""
-        return view.values
+    def scores(self, view: UnitView, *, dense_view: UnitView | None, generator) -> list[torch.Tensor]:
+        """Scores shaped like ``view.blocks``' values; the alive entries of smallest ``|score|`` go first."""
+        return [values for values, _ in view.blocks]
 
     @torch.no_grad()
     def __call__(self, weights, mask: Mask, *, dense_weights=None, generator=None, coefficients=None) -> Mask:
@@ -190,11 +190,13 @@ class PruningMethod:
         dense_view = None
         if self.needs_dense:
             dense_view = unit_view(dense_weights, scope, mask)
-            if dense_view.values.device != view.values.device:
+            if dense_view.layer.device != view.layer.device:
                 raise ValueError("dense_weights and weights live on different devices")
-        n_prune = self.counts(view, coefficients=coefficients)
-        keep = magnitude_prune(self.scores(view, dense_view=dense_view, generator=generator), n_prune, mask=view.mask)
-        return Mask(view.to_dict(keep))
+        n_prune = view.split_units(self.counts(view, coefficients=coefficients))
+        scores = self.scores(view, dense_view=dense_view, generator=generator)
+        # One batched call per block of equal row width (a few per network, never one per neuron).
+        keep = [magnitude_prune(s, n, mask=m) for s, n, (_, m) in zip(scores, n_prune, view.blocks, strict=True)]
+        return Mask(view.blocks_to_dict(keep))
 
 
 class SAP(PruningMethod):
@@ -208,7 +210,7 @@ class SAP(PruningMethod):
 
     def counts(self, view, *, coefficients=None):
         c = self.config
-        return sap_prune_counts(view.values, c.p, c.q, c.eta, c.gamma, c.beta, mask=view.mask)
+        return view.per_unit(lambda values, mask: sap_prune_counts(values, c.p, c.q, c.eta, c.gamma, c.beta, mask=mask))
 
 
 class SIAdaptive(SAP):
@@ -222,7 +224,7 @@ class SIAdaptive(SAP):
 
 class _RateMethod(PruningMethod):
     def counts(self, view, *, coefficients=None):
-        return rate_prune_counts(view.mask.sum(1), self.config.rate)
+        return rate_prune_counts(view.alive_counts(), self.config.rate)
 
 
 class OneShot(_RateMethod):
@@ -233,7 +235,7 @@ class OneShot(_RateMethod):
     needs_dense = True
 
     def scores(self, view, *, dense_view, generator):
-        return dense_view.values
+        return [values for values, _ in dense_view.blocks]
 
 
 class LotteryTicket(_RateMethod):
@@ -254,12 +256,15 @@ class RandomPruning(_RateMethod):
     name = "random"
 
     def scores(self, view, *, dense_view, generator):
-        if generator is None:
-            return torch.rand(view.values.shape, device=view.values.device)
-        if not isinstance(generator, torch.Generator):
+        if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-        scores = torch.rand(view.values.shape, generator=generator, device=generator.device)
-        return scores.to(view.values.device)
+        out = []
+        for values, _ in view.blocks:  # drawn block by block, in the view's unit order
+            if generator is None:
+                out.append(torch.rand(values.shape, device=values.device))
+            else:
+                out.append(torch.rand(values.shape, generator=generator, device=generator.device).to(values.device))
+        return out
 
 
 class BoundOptimal(PruningMethod):
@@ -283,7 +288,7 @@ class BoundOptimal(PruningMethod):
 
     def _coefficients(self, view: UnitView, coefficients) -> torch.Tensor:
         if coefficients is None:
-            return lq_norm(view.values.double(), self.config.q, mask=view.mask)
+            return view.per_unit(lambda values, mask: lq_norm(values.double(), self.config.q, mask=mask))
         if not isinstance(coefficients, Mapping):
             raise TypeError(
                 f"coefficients must be a mapping name -> per-neuron tensor, got {type(coefficients).__name__}"
@@ -296,14 +301,14 @@ class BoundOptimal(PruningMethod):
             rows = shape[0] if len(shape) > 1 else 1
             if not isinstance(c, torch.Tensor) or c.numel() != rows:
                 raise ValueError(f"coefficients[{name!r}] must be a tensor with one value per neuron ({rows})")
-            parts.append(c.reshape(-1).double().to(view.values.device))
-        c = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=view.values.device)
+            parts.append(c.reshape(-1).double().to(view.layer.device))
+        c = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=view.layer.device)
         if not bool(torch.isfinite(c).all()) or bool((c < 0).any()):
             raise ValueError("coefficients must be finite and >= 0")
         return c
 
     def counts(self, view, *, coefficients=None):
-        d = view.mask.sum(1)
+        d = view.alive_counts()
         if self.config.scope == "neuron":
             return rate_prune_counts(d, self.config.rate)
         c = self._coefficients(view, coefficients)
@@ -376,13 +381,12 @@ def prune_step(
 
 
 def _scope_stats(view: UnitView, p: float, q: float, si_q: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    values = view.values.double()
     stats = {
-        "pqi": pq_index(values, p, q, mask=view.mask),
-        "si": sparsity_index(values, si_q, mask=view.mask),
-        "gini": gini_index(values, mask=view.mask),
+        "pqi": view.per_unit(lambda values, mask: pq_index(values.double(), p, q, mask=mask)),
+        "si": view.per_unit(lambda values, mask: sparsity_index(values.double(), si_q, mask=mask)),
+        "gini": view.per_unit(lambda values, mask: gini_index(values.double(), mask=mask)),
     }
-    return stats, view.mask.sum(1) > 0
+    return stats, view.alive_counts() > 0
 
 
 _DEGENERATE = {"pqi": 0.0, "si": 1.0, "gini": 0.0}

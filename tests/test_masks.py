@@ -306,6 +306,33 @@ def test_magnitude_prune_validation():
         magnitude_prune(w, 1, mask=torch.ones(2, 4))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", ["alive", "pruned"])
+def test_magnitude_prune_rejects_non_finite_weights(bad, where):
+    w = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    w[1, 2] = bad
+    mask = None if where == "alive" else torch.tensor([[True, True, True], [True, True, False]])
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        magnitude_prune(w, 1, mask=mask)
+
+
+def test_magnitude_prune_long_rows_with_ties_at_the_cut_match_oracle():
+    # Long rows of few distinct magnitudes: almost every unit's threshold is tied with pruned entries,
+    # so the tie-settling path decides most of the mask (dim 0, counts per unit, a mask).
+    g = torch.Generator().manual_seed(11)
+    w = torch.randint(-3, 4, (300, 7), generator=g).float()
+    mask = torch.rand(300, 7, generator=g) < 0.8
+    n = torch.randint(0, 320, (7,), generator=g)
+    # per-unit counts (threshold by sort), and one count for every unit without a mask (by kthvalue)
+    for counts, alive in ((n, mask), (137, None), (0, None), (300, None)):
+        got = magnitude_prune(w, counts, dim=0, mask=alive)
+        for j in range(7):
+            n_j = int(counts[j]) if isinstance(counts, torch.Tensor) else counts
+            a = torch.ones(300, dtype=torch.bool) if alive is None else alive[:, j]
+            expected = oracle_magnitude_keep(w[:, j].double().numpy(), a.numpy(), n_j)
+            assert got[:, j].tolist() == expected.tolist()
+
+
 def test_global_magnitude_prune_ties_by_global_position():
     weights = {"a": torch.tensor([[1.0, 2.0], [1.0, 3.0]]), "b": torch.tensor([[1.0, 2.0, 0.5]])}
     got = global_magnitude_prune(weights, 3)
@@ -369,6 +396,38 @@ def test_unit_view_layout_and_round_trip(scope):
         assert view.layer.tolist() == [0, 1, 2]
     else:
         assert view.layer.tolist() == [-1]
+
+
+def test_unit_view_blocks_group_equal_widths_without_padding():
+    g = torch.Generator().manual_seed(3)
+    w = {
+        "a.weight": torch.randn(3, 8, generator=g),
+        "b.weight": torch.randn(5, 8, generator=g),  # same width as a: same block
+        "c.weight": torch.randn(2, 3, 2, generator=g),  # width 6
+        "d.weight": torch.randn(4, 8, generator=g),  # width 8 again, but not consecutive: its own block
+    }
+    mask = {k: torch.rand(v.shape, generator=g) < 0.7 for k, v in w.items()}
+    view = unit_view(w, "neuron", mask)
+    assert [tuple(v.shape) for v, _ in view.blocks] == [(8, 8), (2, 6), (4, 8)]
+    assert view.block_of == (0, 0, 1, 2) and (view.units, view.width) == (14, 8)
+    assert torch.equal(view.blocks[0][0], torch.cat([w["a.weight"], w["b.weight"]]))
+    assert torch.equal(view.blocks[1][1], mask["c.weight"].reshape(2, 6))
+    # per-unit results follow the unit order of the padded view
+    assert torch.equal(view.alive_counts(), view.mask.sum(1))
+    assert [len(x) for x in view.split_units(torch.arange(14))] == [8, 2, 4]
+    back = view.blocks_to_dict([m for _, m in view.blocks])
+    assert all(torch.equal(back[k], mask[k]) for k in w)
+    with pytest.raises(ValueError, match="one tensor per block"):
+        view.blocks_to_dict([m for _, m in view.blocks[:2]])
+    # the same pruning through blocks and through the padded view
+    n = torch.arange(14) % 5
+    padded = view.to_dict(magnitude_prune(view.values, n, mask=view.mask))
+    blocked = view.blocks_to_dict(
+        magnitude_prune(v, c, mask=m) for (v, m), c in zip(view.blocks, view.split_units(n), strict=True)
+    )
+    assert all(torch.equal(padded[k], blocked[k]) for k in w)
+    by_helper = global_magnitude_prune(w, n, mask, "neuron")
+    assert all(torch.equal(by_helper[k], blocked[k]) for k in w)
 
 
 def test_unit_view_without_mask_uses_prunable_tensors_and_validates():

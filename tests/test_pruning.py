@@ -2,7 +2,7 @@
 
 The oracle builds the units of a scope by explicit loops over tensors and rows (not through
 ``unit_view``), counts with the stated rule per unit and keeps entries in the order (-|score|, position),
-so the batched, padded code path is checked against the definition.
+so the batched code path (blocks of equal row width) is checked against the definition.
 """
 
 from __future__ import annotations
