@@ -449,14 +449,11 @@ def bench_masks(ctx: Context) -> list[Row]:
     return rows
 
 
-PAD_LIMIT = 4  # skip the padded path when it would hold more than this many times the weight set
-
-
 def _bench_package_sap(ctx: Context, ws: list[torch.Tensor]) -> list[Row]:
     """The user-facing path, ``lqtheory.pruning.sap(weights, mask, scope="neuron")`` over the whole set.
 
-    It views the set through ``masks.unit_view``, which pads every row to the widest one; with rows of
-    256 to 16384 entries the padded view is ~21x the set, so then only one matrix is timed.
+    It views the set through ``masks.unit_view`` (one unpadded block per row width), counts and masks
+    each block with one batched call, and builds a ``Mask``.
     """
     case = "pruning.sap(scope=neuron)"
     try:
@@ -464,16 +461,7 @@ def _bench_package_sap(ctx: Context, ws: list[torch.Tensor]) -> list[Row]:
         (Mask,) = _import("masks", "Mask")
     except Unavailable as err:
         return [Row("masks", case, math.nan, skipped=True, note=str(err))]
-    widest = max(w.shape[1] for w in ws)
-    padded = sum(w.shape[0] for w in ws) * widest
-    note = "the package path: unit_view, sap_prune_counts, magnitude_prune, Mask"
-    if padded > PAD_LIMIT * _size(ws):
-        # The padded view of the whole set would not fit comfortably: time one matrix (no padding).
-        note = (
-            f"on the d={ws[len(ws) // 2].shape[1]} matrix only: for the whole set unit_view would pad every row "
-            f"to {widest} entries, {padded / _size(ws):.1f}x the set ({padded * 5 / 2**30:.1f} GiB of values + mask)"
-        )
-        ws = [ws[len(ws) // 2]]
+    note = "the package path: unit_view (a copy of the set), sap_prune_counts, magnitude_prune, Mask"
     named = {f"layer{i}.weight": w for i, w in enumerate(ws)}
     mask = Mask({k: torch.ones_like(w, dtype=torch.bool) for k, w in named.items()})
     t = measure(

@@ -38,7 +38,7 @@ from lqtheory._checks import (
     check_unit_counts,
 )
 from lqtheory._io import atomic_open
-from lqtheory.norms import _MAX_EXPONENT, retained_count_bound
+from lqtheory.norms import _MAX_EXPONENT, count_true, retained_count_bound
 
 __all__ = [
     "Mask",
@@ -401,7 +401,7 @@ class UnitView:
 
     def alive_counts(self) -> torch.Tensor:
         """``d`` of every unit (LongTensor ``(units,)``): its alive entries."""
-        return self.per_unit(lambda _, m: m.sum(1))
+        return self.per_unit(lambda _, m: count_true(m, 1))
 
     def blocks_to_dict(self, xs) -> dict[str, torch.Tensor]:
         """Inverse of :func:`unit_view` for tensors laid out like ``blocks`` (one per block)."""
@@ -541,7 +541,10 @@ def magnitude_prune(w: torch.Tensor, n_prune, dim: int = -1, mask: torch.Tensor 
     mask = check_mask(mask, w)
     dim = dim % w.dim()
     units_shape = w.shape[:dim] + w.shape[dim + 1 :]
-    d = torch.full(units_shape, w.shape[dim], dtype=torch.long, device=w.device) if mask is None else mask.sum(dim)
+    if mask is None:
+        d = torch.full(units_shape, w.shape[dim], dtype=torch.long, device=w.device)
+    else:
+        d = count_true(mask, dim)
     keep_count = d - torch.minimum(check_unit_counts(n_prune, "n_prune", d.shape, w.device), d)
     if w.numel() == 0:
         return torch.zeros_like(w, dtype=torch.bool)
@@ -554,15 +557,18 @@ def magnitude_prune(w: torch.Tensor, n_prune, dim: int = -1, mask: torch.Tensor 
         if k == 0:
             return torch.zeros_like(w, dtype=torch.bool)
         threshold = torch.kthvalue(key, w.shape[dim] - k + 1, dim=dim).values
+        keep = key >= threshold.unsqueeze(dim)
+        tied = count_true(keep, dim) > keep_count
     else:
         ranked = torch.sort(key, dim=dim, descending=True).values
         kth = ranked.gather(dim, (keep_count - 1).clamp_min(0).unsqueeze(dim)).squeeze(dim)
         threshold = torch.where(keep_count > 0, kth, torch.full_like(kth, float("inf")))
+        after = ranked.gather(dim, keep_count.clamp_max(w.shape[dim] - 1).unsqueeze(dim)).squeeze(dim)
+        tied = (keep_count > 0) & (keep_count < d) & (after == threshold)
         del ranked
-    keep = key >= threshold.unsqueeze(dim)
+        keep = key >= threshold.unsqueeze(dim)
     # Where entries equal to the threshold continue past the cut, keep only the lowest-index ones of them
     # (a stable sort's order): ranks among the equal entries, from their positions alone.
-    tied = keep.sum(dim) > keep_count
     if bool(tied.any()):
         units = tied.nonzero(as_tuple=True)
         sub_key = key.movedim(dim, -1)[units]  # (tied units, entries)
@@ -690,7 +696,7 @@ def sap_prune_counts(
     if mask is None:
         d = torch.full(bound.shape, float(w.shape[dim]), dtype=torch.float64, device=w.device)
     else:
-        d = mask.sum(dim).double()
+        d = count_true(mask, dim).double()
     r = torch.minimum(torch.ceil(_snap(bound)), d)
     by_gamma = torch.floor(_snap(gamma * (d - r)))
     by_beta = torch.floor(_snap(beta * d))

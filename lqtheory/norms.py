@@ -64,7 +64,15 @@ def _prepare(w, dim: int, mask, name: str = "w", *, defer_finite: bool = False):
     if mask is None:
         d = torch.full_like(w.select(dim, 0), float(w.shape[dim])) if w.shape[dim] else w.sum(dim)
         return w, None, d
-    return w.masked_fill(~mask, 0), mask, mask.sum(dim).to(w.dtype)
+    return w.masked_fill(~mask, 0), mask, count_true(mask, dim).to(w.dtype)
+
+
+def count_true(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Number of True entries along ``dim`` (LongTensor): a bool sum with an int64 accumulator runs
+    ~2x slower on the CPU than with int32, which is exact for any unit shorter than 2^31 entries."""
+    if mask.shape[dim] < 2**31:
+        return mask.sum(dim, dtype=torch.int32).long()
+    return mask.sum(dim)
 
 
 def alive_count(w: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None) -> torch.Tensor:
