@@ -233,6 +233,22 @@ def _source_cell_number(task: Task, executed_index: int) -> int:
     return executed_index - shift + 1
 
 
+def _kernel_manager_class():
+    """nbclient's kernel manager, asking for CurveZMQ keys when the kernel supports them.
+
+    ipykernel >= 7.3 prints "Kernel is running over TCP without encryption" on every start over
+    plain TCP: once per notebook in every reproduction. ``transport_encryption = "auto"`` provisions
+    keys when the kernelspec declares support and silently keeps plain TCP otherwise (older
+    jupyter_client versions ignore the attribute).
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class EncryptedKernelManager(AsyncKernelManager):
+        transport_encryption = "auto"
+
+    return EncryptedKernelManager
+
+
 def execute(task: Task, announce: bool = False) -> Outcome:
     """Run one notebook with papermill; never raises for a notebook's own failure."""
     import papermill
@@ -256,6 +272,7 @@ def execute(task: Task, announce: bool = False) -> Outcome:
             log_output=False,
             start_timeout=180,
             execution_timeout=task.timeout,
+            kernel_manager_class=_kernel_manager_class(),
         )
     except PapermillExecutionError as err:
         cell = _source_cell_number(task, err.cell_index)

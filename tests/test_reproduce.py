@@ -159,10 +159,12 @@ def test_cache_is_invalidated_by_inputs(ws):
     assert reproduce._cache_valid(ws["build"] / "ci" / "01_ok.cache.json", key, claims)
 
 
-def test_force_runs_again(ws):
+def test_force_runs_again(ws, capfd):
     code, out = call(ws, "--profile", "ci", "--only", "01_ok", "--force")
     assert code == 0, out
     assert "01_ok: started" in out and "01_ok: done in" in out and "cached" not in out
+    # the kernel gets CurveZMQ keys, so ipykernel's plain-TCP warning is not printed for every notebook
+    assert "without encryption" not in capfd.readouterr().err
 
 
 def test_unknown_parameter_is_rejected_before_running(ws, capsys):
