@@ -371,9 +371,6 @@ class UnitView:
     shapes: tuple[torch.Size, ...]
     scope: str
 
-    def _rows_and_widths(self) -> list[tuple[int, int]]:
-        return _rows_and_widths(self.shapes, self.scope)
-
     @property
     def units(self) -> int:
         return sum(v.shape[0] for v, _ in self.blocks)
@@ -411,7 +408,7 @@ class UnitView:
             raise ValueError(f"expected one tensor per block, of shapes {expected}; got {[tuple(x.shape) for x in xs]}")
         out, offsets = {}, [0] * len(xs)
         for name, shape, (rows, width), b in zip(
-            self.names, self.shapes, self._rows_and_widths(), self.block_of, strict=True
+            self.names, self.shapes, _rows_and_widths(self.shapes, self.scope), self.block_of, strict=True
         ):
             if self.scope == "global":  # one row: the tensors side by side
                 out[name] = xs[b][0, offsets[b] : offsets[b] + width].reshape(shape)
@@ -425,23 +422,12 @@ class UnitView:
         """Inverse of :func:`unit_view` for any tensor laid out like ``values`` (padding dropped)."""
         if tuple(x.shape[:2]) != (self.units, self.width):
             raise ValueError(f"x has shape {tuple(x.shape)}, expected the view's {(self.units, self.width)}")
-        out, offset = {}, 0
-        for name, shape, (rows, width) in zip(self.names, self.shapes, self._rows_and_widths(), strict=True):
-            if self.scope == "global":
-                out[name] = x[0, offset : offset + width].reshape(shape)
-                offset += width
-            else:
-                out[name] = x[offset : offset + rows, :width].reshape(shape)
-                offset += rows
-        return out
-
-    def per_unit_layer_counts(self) -> torch.Tensor:
-        """Number of units of every tensor (``len(names)``,), as a LongTensor on the view's device."""
-        counts = [rows if self.scope == "neuron" else 1 for rows, _ in self._rows_and_widths()]
-        return torch.tensor(counts, dtype=torch.long, device=self.layer.device)
+        parts = self.split_units(x)
+        return self.blocks_to_dict(part[:, : v.shape[1]] for part, (v, _) in zip(parts, self.blocks, strict=True))
 
 
 def _rows_and_widths(shapes, scope: str) -> list[tuple[int, int]]:
+    """``(rows, width)`` of every tensor at ``scope`` (the global scope's tensors are one row each here)."""
     out = []
     for shape in shapes:
         numel = math.prod(shape)
