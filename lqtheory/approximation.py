@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 
 from lqtheory._checks import check_dim, check_exponent, check_mask, check_tensor
+from lqtheory.masks import magnitude_prune
 from lqtheory.norms import _MAX_EXPONENT, _as_per_unit, alive_count, lq_norm, sort_magnitudes
 
 __all__ = [
@@ -62,18 +63,15 @@ def best_s_term(
 
     ``s`` is an int or a per-unit integer tensor broadcastable to the reduced shape; it is clipped to the
     unit's alive count ``d`` (so ``s >= d`` keeps every alive entry); negative ``s`` is a ValueError.
-    Ties between equal magnitudes go to the lower index (via :func:`lqtheory.norms.sort_magnitudes`),
-    identically on CPU and CUDA. Returns ``(w_s, keep)`` with ``w``'s shape: ``keep`` is a boolean tensor
-    with exactly ``min(s, d)`` True entries per unit (kept zeros count), masked entries never kept.
+    Ties between equal magnitudes go to the lower index, identically on CPU and CUDA (the selection of
+    :func:`lqtheory.masks.magnitude_prune`, removing the ``d - s`` smallest). Returns ``(w_s, keep)`` with
+    ``w``'s shape: ``keep`` is a boolean tensor with exactly ``min(s, d)`` True entries per unit (kept
+    zeros count), masked entries never kept.
     """
     w, mask = _prepare(w, dim, mask)
-    d = alive_count(w, dim, mask)
+    d = alive_count(w, dim, mask).long()
     s = _term_counts(s, d)
-    kept = torch.minimum(s, d.long())
-    _, order = sort_magnitudes(w, dim, mask)
-    # Sorted position k is kept iff k < min(s, d); masked entries sort last, so they are never kept.
-    keep_sorted = _positions(w, dim) < kept.unsqueeze(dim % w.dim())
-    keep = torch.zeros_like(keep_sorted).scatter(dim, order, keep_sorted)
+    keep = magnitude_prune(w, (d - s).clamp_min(0), dim, mask)
     return w.masked_fill(~keep, 0), keep
 
 

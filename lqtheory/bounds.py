@@ -7,7 +7,7 @@ the Lipschitz property of the activation and Stechkin's inequality
 Conventions shared by every routine here:
 
 * Best s-term pruning keeps the ``s`` largest magnitudes of a unit; ties go to the lower index
-  (:func:`lqtheory.norms.sort_magnitudes`), identically on every device.
+  (:func:`lqtheory.masks.magnitude_prune`), identically on every device.
 * The *Stechkin factor* of a unit is ``||w||_q s^(1-1/q)``, the lq bound on the pruned ℓ1 mass, with
   two exact refinements that keep it a valid bound: it is ``0`` when ``s >= ||w||_0`` (nothing nonzero is
   pruned, so the tail is exactly 0; hence every bound here vanishes when nothing is pruned), and at
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from lqtheory._checks import check_dim, check_exponent, check_mask, check_nonnegative, check_tensor, check_unit_counts
-from lqtheory.norms import lq_norm
+from lqtheory.masks import magnitude_prune
+from lqtheory.norms import count_true, lq_norm
 
 __all__ = [
     "neuron_pruning_bound",
@@ -58,57 +59,15 @@ def _check_lipschitz(lipschitz) -> float:
     return check_nonnegative(lipschitz, "lipschitz")
 
 
-_BITS_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32}
-
-
 def _best_s_term_last(w: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | None):
     """Keep the ``s`` largest alive magnitudes along the last dim (ties: lower index). ``s``: w.shape[:-1].
 
-    Inputs are already validated. The order is :func:`lqtheory.norms.sort_magnitudes`' (a stable
-    descending sort, masked entries last). Two exact implementations give the same mask: a stable sort
-    (float64), and for 16/32-bit floats a bisection on the threshold's bit pattern, about twice as fast
-    on the CPU (see :func:`_keep_by_threshold`).
+    The selection of :func:`lqtheory.masks.magnitude_prune` (a per-row threshold, ties by index), which
+    removes the ``d - s`` smallest of the ``d`` alive entries. Returns ``(w_s, keep)``.
     """
-    if w.dtype in _BITS_VIEW and w.shape[-1] > 0:
-        keep = _keep_by_threshold(w, s, mask)
-        return w * keep, keep
-    key = w.abs() if mask is None else w.abs().masked_fill(~mask, float("-inf"))
-    order = torch.sort(key, dim=-1, descending=True, stable=True).indices
-    ranks = torch.empty_like(order)
-    positions = torch.arange(w.shape[-1], device=w.device).expand_as(order)
-    ranks.scatter_(-1, order, positions)  # rank of every entry in the (stable) descending order
-    keep = ranks < s.unsqueeze(-1)
-    if mask is not None:
-        keep &= mask
+    d = w.shape[-1] if mask is None else count_true(mask, -1)
+    keep = magnitude_prune(w, (d - s).clamp_min(0), mask=mask)
     return w * keep, keep
-
-
-def _keep_by_threshold(w: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Best-s-term mask without sorting: find each row's s-th largest magnitude, then break ties by index.
-
-    Non-negative floats order like their bit patterns read as integers, so the threshold
-    ``τ = max{t : #{|w_i| >= t} >= s}`` is found exactly by bisection over integers (one comparison and one
-    row sum per bit, all rows at once). Entries above τ are kept; among those equal to τ the lowest
-    indices fill the rest of the budget (a cumulative count). Masked entries get the pattern -1: never kept.
-    Rows with ``s`` above their alive count end at τ = 0 and keep every alive entry.
-    """
-    bits = w.abs().view(_BITS_VIEW[w.dtype])
-    if mask is not None:
-        bits = bits.masked_fill(~mask, -1)
-    n_bits = bits.element_size() * 8 - 1  # the sign bit of |w| is 0
-    lo = torch.zeros(w.shape[:-1], dtype=torch.long, device=w.device)
-    hi = torch.full_like(lo, 2**n_bits - 1)
-    for _ in range(n_bits):
-        mid = hi - (hi - lo) // 2  # upper midpoint, no overflow
-        enough = (bits >= mid.to(bits.dtype).unsqueeze(-1)).sum(-1) >= s
-        still_open = lo < hi
-        lo = torch.where(enough & still_open, mid, lo)
-        hi = torch.where(~enough & still_open, mid - 1, hi)
-    tau = lo.to(bits.dtype).unsqueeze(-1)
-    above = bits > tau
-    tied = bits == tau
-    room = (s - above.sum(-1)).unsqueeze(-1)
-    return above | (tied & (tied.cumsum(-1) <= room))
 
 
 def _stechkin_last(w: torch.Tensor, s: torch.Tensor, q: float, p: float) -> torch.Tensor:
@@ -391,7 +350,7 @@ def network_bound(
     (Stechkin) and the recursion is monotone, ``observed <= oracle <= lq`` for every input and output.
     ``||h^(l-1)||_∞`` is the dense network's activation on that input.
 
-    Cost: the dense and the pruned forward pass, one row sort per matrix, and ``O(inputs x width)``
+    Cost: the dense and the pruned forward pass, one row selection per matrix, and ``O(inputs x width)``
     work per layer for the bounds. ``x``: ``(*B, d_0)``. Returns a :class:`NetworkBound`.
     """
     q = check_exponent(q, "q")
