@@ -24,16 +24,29 @@ hash of the non-default options; re-running a finished configuration only loads 
 interrupted run resumes where it stopped. Masks simulate sparsity: the speed-up column is the
 theoretical ratio of multiply-adds, not a wall-clock gain."""
 
-_TABLE = [
-    # header, width, formatter(record, scope)
-    ("iter", 4, lambda r, s: f"{r['iteration']:d}"),
-    ("remaining %", 11, lambda r, s: f"{r['remaining_percent']:.2f}"),
-    ("acc retrained", 13, lambda r, s: f"{r['accuracy']:.4f}"),
-    ("acc just-pruned", 15, lambda r, s: "-" if r["pruned_accuracy"] is None else f"{r['pruned_accuracy']:.4f}"),
-    ("PQI", 6, lambda r, s: f"{r[f'pqi_{s}']:.4f}"),
-    ("compression", 11, lambda r, s: f"{r['compression']:.2f}x"),
-    ("speed-up", 8, lambda r, s: f"{r['speedup']:.2f}x"),
-]
+def _metric_columns(task: str):
+    """The test metric of the table: accuracy for classification, mean squared error for regression."""
+    if task == "regression":
+        return [
+            ("MSE retrained", 13, lambda r, s: f"{r['loss']:.4g}"),
+            ("MSE just-pruned", 15, lambda r, s: "-" if r["pruned_loss"] is None else f"{r['pruned_loss']:.4g}"),
+        ]
+    return [
+        ("acc retrained", 13, lambda r, s: f"{r['accuracy']:.4f}"),
+        ("acc just-pruned", 15, lambda r, s: "-" if r["pruned_accuracy"] is None else f"{r['pruned_accuracy']:.4f}"),
+    ]
+
+
+def _table(task: str):
+    """Columns: (header, width, formatter(record, scope))."""
+    return [
+        ("iter", 4, lambda r, s: f"{r['iteration']:d}"),
+        ("remaining %", 11, lambda r, s: f"{r['remaining_percent']:.2f}"),
+        *_metric_columns(task),
+        ("PQI", 6, lambda r, s: f"{r[f'pqi_{s}']:.4f}"),
+        ("compression", 11, lambda r, s: f"{r['compression']:.2f}x"),
+        ("speed-up", 8, lambda r, s: f"{r['speedup']:.2f}x"),
+    ]
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -52,12 +65,12 @@ _PRUNE_EPILOG = """examples:
 """
 
 
-def _table_header() -> str:
-    return "  ".join(h.rjust(w) for h, w, _ in _TABLE)
+def _table_header(table) -> str:
+    return "  ".join(h.rjust(w) for h, w, _ in table)
 
 
-def _table_row(record: dict, scope: str) -> str:
-    return "  ".join(fmt(record, scope).rjust(w) for _, w, fmt in _TABLE)
+def _table_row(table, record: dict, scope: str) -> str:
+    return "  ".join(fmt(record, scope).rjust(w) for _, w, fmt in table)
 
 
 def _nonnegative_int(text: str) -> int:
@@ -194,18 +207,21 @@ def _config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
 
 
 def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -> int:
+    from lqtheory.data import dataset_task
     from lqtheory.experiment import CorruptRunError, load_run, run_experiment
 
     config = _config_from_args(args, parser)
     run_dir = config.run_dir(args.out)
     print(f"run {config.run_id()}: {config.describe()}", file=out)
     print(f"folder: {run_dir}", file=out)
-    print(_table_header(), file=out, flush=True)
+    task = dataset_task(config.dataset)
+    table = _table(task)
+    print(_table_header(table), file=out, flush=True)
     printed = 0
     try:
         if (run_dir / "results.json").is_file():
             for record in load_run(run_dir).records:  # already committed (finished or interrupted run)
-                print(_table_row(record, config.scope), file=out, flush=True)
+                print(_table_row(table, record, config.scope), file=out, flush=True)
                 printed += 1
     except (CorruptRunError, OSError) as err:
         print(f"lqtheory prune: error: {err}", file=sys.stderr, flush=True)
@@ -216,7 +232,7 @@ def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -
     def on_record(record: dict) -> None:
         nonlocal printed
         if record["iteration"] >= printed:
-            print(_table_row(record, config.scope), file=out, flush=True)
+            print(_table_row(table, record, config.scope), file=out, flush=True)
             printed = record["iteration"] + 1
 
     try:
@@ -230,10 +246,13 @@ def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -
         return 1
     if printed_before == len(results.records) and results.complete:
         print("(a finished run: loaded from its folder, nothing recomputed)", file=out)
-    last = results.records[-1]
+    first, last = results.records[0], results.records[-1]
+    if task == "regression":
+        dense, after = f"dense test MSE {first['loss']:.4g}", f"test MSE {last['loss']:.4g}"
+    else:
+        dense, after = f"dense accuracy {first['accuracy']:.4f}", f"accuracy {last['accuracy']:.4f}"
     print(
-        f"dense accuracy {results.dense_accuracy:.4f}; after {config.iterations} iteration(s): "
-        f"accuracy {last['accuracy']:.4f} with {last['remaining_percent']:.2f}% of "
+        f"{dense}; after {config.iterations} iteration(s): {after} with {last['remaining_percent']:.2f}% of "
         f"{last['total']:,} weights (compression {last['compression']:.2f}x, "
         f"theoretical speed-up {last['speedup']:.2f}x)",
         file=out,

@@ -113,6 +113,23 @@ def test_tiny_run_prints_table_and_writes_run_folder(tmp_path):
         "dense accuracy", "(a finished run: loaded from its folder, nothing recomputed)\ndense accuracy")
 
 
+def test_regression_run_reports_test_mse(tmp_path):
+    args = ["prune", "--dataset", "teacher-normal", "--model", "mlp-16-1-1-relu", "--method", "sap",
+            "--iterations", "1", "--epochs", "1", "--lr", "0.01", "--n-train", "400", "--n-test", "100",
+            "--device", "cpu", "--out", str(tmp_path), "--no-progress"]
+    out = io.StringIO()
+    assert main(args, out=out) == 0
+    text = out.getvalue()
+    assert "MSE retrained" in text and "acc retrained" not in text and "nan" not in text
+    df = load_results(next(tmp_path.iterdir()))
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["iter", "remaining"])
+    rows = [line.split() for line in lines[header + 1 : header + 3]]
+    for row, (_, rec) in zip(rows, df.iterrows(), strict=True):
+        assert float(row[2]) == pytest.approx(rec["loss"], rel=1e-3)
+    assert f"dense test MSE {df.loc[0, 'loss']:.4g}; after 1 iteration(s): test MSE {df.loc[1, 'loss']:.4g}" in text
+
+
 def test_run_time_failure_exits_1(tmp_path, capsys):
     cfg_args = ["prune", *TINY, "--iterations", "1", "--out", str(tmp_path), "--no-progress"]
     assert main(cfg_args, out=io.StringIO()) == 0

@@ -567,7 +567,51 @@ def test_name_aliases(offline, monkeypatch):
     write_fake_idx_folder(offline / "fm", gz=True)
     monkeypatch.setenv("LQTHEORY_FASHION_MNIST", str(offline / "fm"))
     assert load_dataset("Fashion_MNIST").name == "fashion-mnist"
-    assert set(data.DATASETS) == {"digits", "mnist1d", "fashion-mnist", "mnist", "cifar10"}
+    teachers = {"teacher-normal", "teacher-student-t", "teacher-cauchy"}
+    assert set(data.DATASETS) == {"digits", "mnist1d", "fashion-mnist", "mnist", "cifar10"} | teachers
+
+
+@pytest.mark.parametrize("distribution", ["normal", "student-t", "cauchy"])
+def test_teacher_data_sets_are_the_e1_teachers_outputs(distribution):
+    from lqtheory.teacher import make_teacher, relu_mlp_module
+
+    ds = load_dataset(f"teacher-{distribution}")
+    spec = data.TEACHER_DATA
+    assert ds.task == "regression" and ds.num_classes == 1 and ds.input_shape == (spec["input_dim"],)
+    assert (len(ds.x_train), len(ds.x_test)) == (spec["n_train"], spec["n_test"])
+    # oracle: the same teacher rebuilt as a plain torch module, in float64, standardised by hand
+    teacher = make_teacher(spec["input_dim"], spec["depth"], spec["width"], spec["c"], distribution, seed=0,
+                           dtype=torch.float64)
+    module = relu_mlp_module(teacher.weights, teacher.biases)
+    with torch.no_grad():
+        raw_train = module(ds.x_train.double()).reshape(-1)
+        raw_test = module(ds.x_test.double()).reshape(-1)
+    mean, std = raw_train.mean(), raw_train.std()
+    assert torch.allclose(ds.y_train.double(), (raw_train - mean) / std, atol=1e-4)
+    assert torch.allclose(ds.y_test.double(), (raw_test - mean) / std, atol=1e-4)
+    assert float(raw_train.std()) > 0.1  # a real regression target, not a near-constant output
+    assert f"{float(mean):.6g}" in ds.preprocessing
+    # fixed seeds: the data set is the same on every load, and train and test inputs differ
+    again = load_dataset(f"teacher_{distribution}", n_train=100, seed=3)
+    assert torch.equal(again.x_test, ds.x_test) and not torch.equal(ds.x_train[:5], ds.x_test[:5])
+
+
+def test_dataset_task_without_loading():
+    assert data.dataset_task("teacher_cauchy") == "regression"
+    assert data.dataset_task("Fashion-MNIST") == "classification"
+    with pytest.raises(ValueError, match="unknown data set"):
+        data.dataset_task("imagenet")
+
+
+def test_teacher_data_trains_a_student_with_the_project_loop():
+    from lqtheory.models import build_model
+    from lqtheory.training import TrainConfig, train
+
+    ds = load_dataset("teacher-normal", n_train=2000, n_test=500)
+    model = build_model("mlp-64-1-2-relu", ds.input_shape, ds.num_classes)
+    history = train(model, ds, TrainConfig(epochs=3, lr=0.01), progress=False)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["test_loss"] < 1.0  # below the variance of the standardised targets
 
 
 def _tiny(**over):
