@@ -20,7 +20,7 @@ import torch
 
 from lqtheory._checks import check_dim, check_exponent, check_mask, check_tensor
 from lqtheory.masks import magnitude_prune
-from lqtheory.norms import _MAX_EXPONENT, _as_per_unit, alive_count, lq_norm, sort_magnitudes
+from lqtheory.norms import _MAX_EXPONENT, _as_per_unit, alive_count, count_true, lq_norm, sort_magnitudes
 
 __all__ = [
     "best_s_term",
@@ -69,7 +69,11 @@ def best_s_term(
     zeros count), masked entries never kept.
     """
     w, mask = _prepare(w, dim, mask)
-    d = alive_count(w, dim, mask).long()
+    dim = dim % w.dim()
+    if mask is None:
+        d = torch.full(w.shape[:dim] + w.shape[dim + 1 :], w.shape[dim], dtype=torch.long, device=w.device)
+    else:
+        d = count_true(mask, dim)
     s = _term_counts(s, d)
     keep = magnitude_prune(w, (d - s).clamp_min(0), dim, mask)
     return w.masked_fill(~keep, 0), keep

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from lqtheory._checks import check_dim, check_exponent, check_mask, check_nonnegative, check_tensor, check_unit_counts
-from lqtheory.masks import magnitude_prune
-from lqtheory.norms import count_true, lq_norm
+from lqtheory.approximation import best_s_term
+from lqtheory.norms import lq_norm
 
 __all__ = [
     "neuron_pruning_bound",
@@ -57,17 +57,6 @@ def _check_norm(norm) -> str:
 
 def _check_lipschitz(lipschitz) -> float:
     return check_nonnegative(lipschitz, "lipschitz")
-
-
-def _best_s_term_last(w: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | None):
-    """Keep the ``s`` largest alive magnitudes along the last dim (ties: lower index). ``s``: w.shape[:-1].
-
-    The selection of :func:`lqtheory.masks.magnitude_prune` (a per-row threshold, ties by index), which
-    removes the ``d - s`` smallest of the ``d`` alive entries. Returns ``(w_s, keep)``.
-    """
-    d = w.shape[-1] if mask is None else count_true(mask, -1)
-    keep = magnitude_prune(w, (d - s).clamp_min(0), mask=mask)
-    return w * keep, keep
 
 
 def _stechkin_last(w: torch.Tensor, s: torch.Tensor, q: float, p: float) -> torch.Tensor:
@@ -187,7 +176,7 @@ def neuron_oracle_bound(
     norm = _check_norm(norm)
     w2, h2, s2, m2, lead_w, lead_h, lip = _validate_neuron_args(w, h, s, dim, mask, lipschitz)
     w_alive = w2 if m2 is None else w2.masked_fill(~m2, 0)
-    w_s, _ = _best_s_term_last(w_alive, s2, m2)
+    w_s, _ = best_s_term(w_alive, s2, mask=m2)
     tail = w_alive - w_s
     if norm == "inf":
         tail_norm, h_norm = tail.abs().sum(-1), h2.abs().amax(-1)
@@ -216,7 +205,7 @@ def neuron_pruning_deviation(
         raise TypeError(f"activation must be callable, got {type(activation).__name__}")
     w2, h2, s2, m2, lead_w, lead_h, _ = _validate_neuron_args(w, h, s, dim, mask, 1.0)
     w_alive = w2 if m2 is None else w2.masked_fill(~m2, 0)
-    w_s, _ = _best_s_term_last(w_alive, s2, m2)
+    w_s, _ = best_s_term(w_alive, s2, mask=m2)
     if b is None:
         bias = torch.zeros(w2.shape[0], dtype=w2.dtype, device=w2.device)
     elif isinstance(b, torch.Tensor):
@@ -365,7 +354,7 @@ def network_bound(
 
     pruned, keeps, tails_oracle, tails_lq, row_l1 = [], [], [], [], []
     for w, s in zip(weights, budgets, strict=True):
-        w_s, keep = _best_s_term_last(w, s, None)
+        w_s, keep = best_s_term(w, s)
         pruned.append(w_s)
         keeps.append(keep)
         tails_oracle.append((w - w_s).abs().sum(-1))
