@@ -38,7 +38,7 @@ from lqtheory._checks import (
     check_unit_counts,
 )
 from lqtheory._io import atomic_open
-from lqtheory.norms import _MAX_EXPONENT, count_true, retained_count_bound
+from lqtheory.norms import _MAX_EXPONENT, _as_per_unit, count_true, retained_count_bound
 
 __all__ = [
     "Mask",
@@ -616,14 +616,9 @@ def _retained_count_bound_float64(w, p, q, eta, dim, mask) -> torch.Tensor:
     n_units = math.prod(units_shape)
     x = x.reshape(n_units, d)
     m = None if mask is None else mask.movedim(dim, -1).reshape(n_units, d)
-    if isinstance(eta, torch.Tensor):
-        try:
-            eta = torch.broadcast_to(eta.to(w.device), units_shape).reshape(-1)
-        except RuntimeError as err:
-            raise ValueError(
-                f"eta of shape {tuple(eta.shape)} does not broadcast to the units' shape {tuple(units_shape)}"
-            ) from err
-        eta = eta.double()
+    if isinstance(eta, torch.Tensor):  # per unit: broadcast to the units, then chunked with them
+        units = torch.empty(units_shape, dtype=torch.float64, device=w.device)
+        eta = _as_per_unit(eta, "eta", units, integer=False).double().reshape(-1)
     rows = max(1, _CHUNK // max(d, 1))
     parts = [
         retained_count_bound(

@@ -381,11 +381,11 @@ def prune_step(
 
 
 def _scope_stats(view: UnitView, p: float, q: float, si_q: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    stats = {
-        "pqi": view.per_unit(lambda values, mask: pq_index(values.double(), p, q, mask=mask)),
-        "si": view.per_unit(lambda values, mask: sparsity_index(values.double(), si_q, mask=mask)),
-        "gini": view.per_unit(lambda values, mask: gini_index(values.double(), mask=mask)),
-    }
+    per_block = []
+    for values, mask in view.blocks:
+        v = values.double()  # one float64 copy per block for the three indices
+        per_block.append((pq_index(v, p, q, mask=mask), sparsity_index(v, si_q, mask=mask), gini_index(v, mask=mask)))
+    stats = {key: torch.cat([part[i] for part in per_block]) for i, key in enumerate(("pqi", "si", "gini"))}
     return stats, view.alive_counts() > 0
 
 
