@@ -718,11 +718,12 @@ def _load_teacher(distribution: str) -> Dataset:
     )
 
 
-for _distribution in ("normal", "student-t", "cauchy"):
+_TEACHER_DISTRIBUTIONS = ("normal", "student-t", "cauchy")  # lqtheory.teacher.DISTRIBUTIONS (checked in tests)
+for _distribution in _TEACHER_DISTRIBUTIONS:
     _register(f"teacher-{_distribution}")(
         lambda root=None, download=True, _d=_distribution: _load_teacher(_d)  # noqa: ARG005 (generated: no files)
     )
-_REGRESSION = {f"teacher-{d}" for d in ("normal", "student-t", "cauchy")}
+_REGRESSION = {f"teacher-{d}" for d in _TEACHER_DISTRIBUTIONS}
 
 
 def dataset_task(name: str) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -233,6 +234,7 @@ def _source_cell_number(task: Task, executed_index: int) -> int:
     return executed_index - shift + 1
 
 
+@functools.cache
 def _kernel_manager_class():
     """nbclient's kernel manager, asking for CurveZMQ keys when the kernel supports them.
 

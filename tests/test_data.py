@@ -596,6 +596,12 @@ def test_teacher_data_sets_are_the_e1_teachers_outputs(distribution):
     assert torch.equal(again.x_test, ds.x_test) and not torch.equal(ds.x_train[:5], ds.x_test[:5])
 
 
+def test_teacher_data_sets_cover_every_teacher_distribution():
+    from lqtheory.teacher import DISTRIBUTIONS
+
+    assert {f"teacher-{d}" for d in DISTRIBUTIONS} == {n for n in data.DATASETS if n.startswith("teacher-")}
+
+
 def test_dataset_task_without_loading():
     assert data.dataset_task("teacher_cauchy") == "regression"
     assert data.dataset_task("Fashion-MNIST") == "classification"
