@@ -166,7 +166,12 @@ def apply_style() -> None:
 
 
 def format_number(x: Any, fmt: str = ".3g") -> str:
-    """A scalar (Python, NumPy or 0-d torch) as a short, rounded, stable string."""
+    """A scalar (Python, NumPy or 0-d torch) as a short, rounded, stable string.
+
+    With a ``g`` format (``".3g"``: 3 significant digits) numbers between 1e-4 and 1e6 are written
+    positionally (``1030``, not ``1.03e+03``) and integer-valued floats as integers (``1000``);
+    others in scientific notation (``2.5e-07``). Any other format spec is applied as given.
+    """
     if hasattr(x, "item") and callable(x.item):
         x = x.item()
     if isinstance(x, bool):
@@ -179,9 +184,30 @@ def format_number(x: Any, fmt: str = ".3g") -> str:
             return "nan"
         if math.isinf(x):
             return "inf" if x > 0 else "-inf"
-        text = format(x, fmt)
+        digits = _significant_digits(fmt)
+        text = format(x, fmt) if digits is None else _format_significant(x, digits)
         return "0" if text in ("-0", "0") else text
     return str(x)
+
+
+def _significant_digits(fmt: str) -> int | None:
+    """``n`` of a plain ``".ng"`` format spec, else None (the spec is then used as is)."""
+    m = re.fullmatch(r"\.(\d+)g", fmt)
+    return max(int(m.group(1)), 1) if m else None
+
+
+def _format_significant(x: float, digits: int) -> str:
+    """``x`` with ``digits`` significant digits: positional for 1e-4 <= |x| < 1e6, else scientific."""
+    if x == 0:
+        return "0"
+    if not 1e-4 <= abs(x) < 1e6:
+        return format(x, f".{digits}g")
+    rounded = float(f"{x:.{digits - 1}e}")  # round to the significant digits first (999.7 -> 1000)
+    if rounded == int(rounded) and abs(rounded) >= 10 ** (digits - 1):
+        return str(int(rounded))
+    exponent = math.floor(math.log10(abs(rounded)))
+    text = f"{rounded:.{max(digits - 1 - exponent, 0)}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def format_measured(measured: Any) -> str:
@@ -193,22 +219,56 @@ def format_measured(measured: Any) -> str:
     return format_number(measured)
 
 
-def _format_cell(value: Any, floatfmt: str) -> str:
+def _format_cell(value: Any, floatfmt: str, integer: bool = False, group: bool = False) -> str:
     if value is None:
         return ""
     if isinstance(value, float) and math.isnan(value):
         return ""
+    if integer and not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value):
+        return f"{int(round(value)):,}" if group else str(int(round(value)))
     if isinstance(value, (numbers.Real, bool)) or hasattr(value, "item"):
         return format_number(value, floatfmt)
     return str(value)
 
 
+# Integer-valued columns at or above this magnitude get thousands separators (20,000).
+GROUP_THOUSANDS_FROM = 10_000
+
+
+def _integer_column(values: list) -> bool:
+    """True when every finite entry of a numeric column is a whole number (counts stored as floats)."""
+    seen = False
+    for v in values:
+        if hasattr(v, "item") and callable(v.item):
+            v = v.item()
+        if v is None or isinstance(v, bool) or not isinstance(v, numbers.Real):
+            return False
+        v = float(v)
+        if math.isnan(v):
+            continue
+        if not math.isfinite(v) or v != int(v) or abs(v) >= 1e15:
+            return False
+        seen = True
+    return seen
+
+
 def _formatted_frame(df, floatfmt: str, index: bool):
-    """A copy of ``df`` with every cell a rounded string (the index becomes columns if kept)."""
+    """A copy of ``df`` with every cell a rounded string (the index becomes columns if kept).
+
+    Columns whose values are all whole numbers (counts, even when stored as floats) print as
+    integers, with thousands separators from ``GROUP_THOUSANDS_FROM``; other numbers get
+    ``floatfmt``'s significant digits (see :func:`format_number`).
+    """
+    import pandas as pd
+
     frame = df.reset_index() if index else df
     out = frame.copy()
     for col in frame.columns:
-        out[col] = [_format_cell(v, floatfmt) for v in frame[col].tolist()]
+        values = frame[col].tolist()
+        numeric = pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col])
+        integer = numeric and _integer_column(values)
+        group = integer and any(abs(float(v)) >= GROUP_THOUSANDS_FROM for v in values if v == v)
+        out[col] = [_format_cell(v, floatfmt, integer, group) for v in values]
     return out
 
 
@@ -923,3 +983,118 @@ def write_percent_notebook(script: str | os.PathLike, target: str | os.PathLike)
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, target)
     return target
+
+
+# ----------------------------------------------------------------------------------------------
+# "What we found": a notebook's closing section, generated from its recorded claims
+
+_POSITIVE_VERDICTS = ("holds", "supported")
+_NEGATIVE_VERDICTS = ("does not hold", "does not reproduce", "contradicted", "violated")
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_<>|~$\[\]#])")
+
+
+def verdict_class(verdict: str) -> str:
+    """``"positive"`` (holds, supported), ``"negative"`` (does not hold/reproduce, contradicted,
+    violated) or ``"open"`` (inconclusive, or any verdict word this module does not know)."""
+    word = str(verdict).strip().lower()
+    if word in _POSITIVE_VERDICTS:
+        return "positive"
+    if word in _NEGATIVE_VERDICTS:
+        return "negative"
+    return "open"
+
+
+def _md_escape(text: str) -> str:
+    """Plain text made safe for Markdown (σ_s(w)_1 must not turn into italics)."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+
+
+def _interval_text(claim: Mapping[str, Any]) -> str:
+    """``mean [lo, hi], n = N; threshold: above t`` for an empirical claim with an interval, else ''."""
+    interval = claim.get("interval")
+    if interval is None:
+        return ""
+    get = interval.get if isinstance(interval, Mapping) else (lambda k, d=None: getattr(interval, k, d))
+    mean, lo, hi, n = get("mean"), get("lo"), get("hi"), get("n")
+    if mean is None:
+        return ""
+    text = f"{format_number(mean)} [{format_number(lo)}, {format_number(hi)}]"
+    if n is not None:
+        text += f", n = {format_number(n)}"
+    threshold, direction = claim.get("threshold"), claim.get("direction")
+    if threshold is not None:
+        sign = {"above": ">", "below": "<"}.get(str(direction), str(direction or ""))
+        text += f"; the claim needs {sign} {format_number(threshold)}"
+    return text
+
+
+def findings_markdown(claims: Iterable[Mapping[str, Any]], *, notes: Mapping[str, str] | None = None,
+                      title: str = "What we found") -> str:
+    """Markdown for a notebook's closing section, written only from computed values.
+
+    ``claims`` is ``run.claims`` (dicts with at least ``id, statement, provenance, kind, verdict,
+    measured``; empirical ones may also carry ``interval`` (mean, lo, hi, n), ``threshold``,
+    ``direction`` and ``seeds_needed``). Every claim gets one line: its verdict, statement and the
+    measured evidence. ``notes`` maps a claim id to a Markdown paragraph printed under that claim
+    only when its verdict is not positive: the place to discuss a negative result, written so it
+    holds whatever the numbers (they are on the line above it). A summary sentence counts the
+    verdicts, so nothing in the section is typed by hand.
+    """
+    claims = [dict(c) for c in claims]
+    notes = dict(notes or {})
+    unknown = sorted(set(notes) - {c.get("id") for c in claims})
+    if unknown:
+        raise ValueError(f"notes name claim id(s) that were not recorded: {', '.join(unknown)}")
+    lines = [f"## {title}", ""]
+    if not claims:
+        return "\n".join([*lines, "No claims were recorded in this run."]) + "\n"
+    theorems = [c for c in claims if c.get("kind") == "theorem"]
+    empirical = [c for c in claims if c.get("kind") != "theorem"]
+    summary = []
+    if theorems:
+        ok = sum(verdict_class(c.get("verdict", "")) == "positive" for c in theorems)
+        summary.append(f"{ok} of {len(theorems)} mathematical statement{'s' if len(theorems) != 1 else ''} "
+                       f"hold{'s' if len(theorems) == 1 else ''} on every case checked")
+    if empirical:
+        classes = [verdict_class(c.get("verdict", "")) for c in empirical]
+        parts = [f"{classes.count('positive')} reproduced", f"{classes.count('negative')} not reproduced"]
+        if classes.count("open"):
+            parts.append(f"{classes.count('open')} inconclusive")
+        summary.append(f"of {len(empirical)} empirical claim{'s' if len(empirical) != 1 else ''}, "
+                       + ", ".join(parts))
+    lines += ["; ".join(summary)[:1].upper() + "; ".join(summary)[1:] + ".", ""]
+
+    marks = {"positive": "✓", "negative": "✗", "open": "?"}
+    for group, heading in ((theorems, "Mathematical statements"), (empirical, "Empirical claims")):
+        if not group:
+            continue
+        lines += [f"**{heading}**", ""]
+        for c in group:
+            verdict = str(c.get("verdict", ""))
+            cls = verdict_class(verdict)
+            prov = str(c.get("provenance", "")).strip("[]")
+            line = (f"- {marks[cls]} **{_md_escape(c.get('id', ''))}** ({prov}): **{verdict.upper()}**. "
+                    f"{_md_escape(str(c.get('statement', '')).rstrip('.'))}.")
+            evidence = _interval_text(c) or format_measured(c.get("measured", ""))
+            if evidence:
+                line += f" Measured: {_md_escape(evidence)}."
+            seeds = c.get("seeds_needed")
+            if cls == "open" and seeds:
+                line += f" About {format_number(seeds)} seeds would decide it at the observed spread."
+            lines.append(line)
+            note = notes.get(c.get("id"))
+            if note and cls != "positive":
+                lines += ["", "  " + note.strip().replace("\n", "\n  "), ""]
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def findings(run: Run, *, notes: Mapping[str, str] | None = None, title: str = "What we found"):
+    """:func:`findings_markdown` of ``run.claims`` as an ``IPython.display.Markdown`` object.
+
+    End a notebook with ``findings(run)`` (optionally ``notes={"S7.acc": "..."}``): it renders as
+    the closing section in JupyterLab and in the HTML report.
+    """
+    from IPython.display import Markdown
+
+    return Markdown(findings_markdown(run.claims, notes=notes, title=title))
