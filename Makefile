@@ -26,7 +26,7 @@ data:
 	fi
 
 reproduce: $(STAMP) data
-	$(VENV)/bin/lqtheory reproduce --profile $(PROFILE)
+	$(VENV)/bin/lqtheory reproduce --profile $(PROFILE) --report
 
 test: $(STAMP) data
 	$(VENV)/bin/ruff check .

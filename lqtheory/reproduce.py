@@ -471,6 +471,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="root of the executed copies (default: <repo>/build/notebooks)")
     parser.add_argument("--figures-dir", type=Path, default=None,
                         help=f"root of figures/tables/claims (default: ${ENV_FIGURES} or <repo>/figures)")
+    parser.add_argument("--report", nargs="?", const=True, default=None, type=Path, metavar="FILE",
+                        help="also write one self-contained HTML report of the executed notebooks "
+                             "(default FILE: <repo>/build/report/<profile>/report.html)")
     return parser
 
 
@@ -585,8 +588,28 @@ def _run(args: argparse.Namespace, out) -> int:
           file=out)
     if not args.update_notebooks:
         print(f"figures and tables: {figures}", file=out)
+    if getattr(args, "report", None) and not args.update_notebooks:
+        code = max(code, _write_report(args.report, build, figures, profile, selected, outcomes, out))
     out.flush()
     return code
+
+
+def _write_report(target, build: Path, figures: Path, profile: str, selected: Sequence[Path],
+                  outcomes: dict, out) -> int:
+    """``--report``: one HTML file from the executed copies of every notebook of this profile."""
+    from lqtheory.report import build_report, default_report_path
+
+    path = default_report_path(profile) if target is True else Path(target)
+    names = [p.stem for p in selected if (build / f"{p.stem}.ipynb").is_file()]
+    missing = [p.stem for p in selected if p.stem not in names]
+    try:
+        summary = build_report(build, path, figures=figures, profile=profile, names=names, missing=missing)
+    except (OSError, ValueError) as err:
+        print(f"report not written: {err}", file=out)
+        return 1
+    print(f"report: {summary['path']} ({summary['notebooks']} notebooks, {summary['figures']} figures, "
+          f"{summary['claims']} claims)", file=out)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,83 @@
+"""The HTML report of executed notebooks (lqtheory.report, `lqtheory reproduce --report`)."""
+
+import base64
+import json
+
+import nbformat
+import pytest
+
+from lqtheory.report import build_report, executed_notebooks, find_mathjax
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+
+
+def _notebook(path, title, *, error=False):
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("print('hello')\nx = 1 < 2")
+    code.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="[S1] HOLDS — bound\n"),
+        nbformat.v4.new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"}),
+        nbformat.v4.new_output("display_data", data={"text/markdown": "## What we found\n\n- ✓ **S1** holds",
+                                                     "text/plain": "<Markdown>"}),
+    ]
+    if error:
+        code.outputs.append(nbformat.v4.new_output("error", ename="ValueError", evalue="bad",
+                                                   traceback=["\x1b[31mValueError\x1b[0m: bad"]))
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# {title}\n\nThe bound $\\sigma_s(w)_1 \\le s^{{1-1/q}}\\|w\\|_q$ and\n\n"
+                                      "$$\\|w\\|_q = \\Big(\\sum_i |w_i|^q\\Big)^{1/q}$$\n\n## Section & more"),
+        code,
+        nbformat.v4.new_markdown_cell("**Figure 1.** Look at the slope."),
+    ]
+    nbformat.write(nb, path)
+
+
+def test_report_is_one_file_with_toc_math_figures_folded_code_and_ledger(tmp_path):
+    build = tmp_path / "build"
+    build.mkdir()
+    _notebook(build / "99_claims_ledger.ipynb", "Ledger")
+    _notebook(build / "01_first.ipynb", "First notebook")
+    _notebook(build / "02_second.ipynb", "Second", error=True)
+    figures = tmp_path / "figures"
+    (figures / "claims").mkdir(parents=True)
+    (figures / "claims" / "01_first.json").write_text(json.dumps({"notebook": "01_first", "claims": [
+        {"id": "S1", "statement": "a long statement < with markup", "provenance": "derived", "kind": "theorem",
+         "measured": "max 0.5", "verdict": "holds"},
+        {"id": "E2", "statement": "keeps accuracy", "provenance": "paper", "kind": "empirical", "measured": "",
+         "verdict": "inconclusive", "interval": {"mean": 0.01, "lo": -0.01, "hi": 0.03, "n": 3}}]}))
+    out = tmp_path / "report" / "report.html"
+
+    summary = build_report(build, out, figures=figures, profile="ci", missing=["05_gone"])
+
+    text = out.read_text()
+    assert [p.stem for p in executed_notebooks(build)] == ["01_first", "02_second", "99_claims_ledger"]
+    assert summary["notebooks"] == 3 and summary["figures"] == 3 and summary["errors"] == 1
+    assert summary["claims"] == 2
+    assert text.count(f"data:image/png;base64,{PNG}") == 3  # embedded, no external image files
+    assert r"$\sigma_s(w)_1 \le s^{1-1/q}\|w\|_q$" in text  # math left as TeX for MathJax
+    assert "$$\\|w\\|_q" in text
+    assert text.count('<details class="code">') == 3 and "print" in text
+    assert "1 < 2" not in text  # code is escaped
+    # table of contents: titles (in run order, ledger last) and section headings link to unique ids
+    assert text.index("First notebook</a>") < text.index("Second</a>") < text.index("Ledger</a>")
+    for anchor in ("nb1-first-notebook", "nb1-section-more", "nb2-section-more"):
+        assert f'href="#{anchor}"' in text and f'id="{anchor}"' in text
+    assert "What we found" in text
+    assert "05_gone: no executed copy" in text
+    assert "1 error output(s)" in text and "ValueError: bad" in text and "\x1b[" not in text
+    assert 'class="statement">a long statement &lt; with markup' in text
+    assert "0.01 [-0.01, 0.03], n = 3" in text and "verdict-open" in text and "verdict-positive" in text
+    assert "<script" in text and ("renders offline" in text or "CDN" in text)  # which MathJax, said
+
+
+def test_report_needs_executed_notebooks(tmp_path):
+    with pytest.raises(ValueError, match="no executed notebooks"):
+        build_report(tmp_path, tmp_path / "r.html")
+
+
+def test_mathjax_override(monkeypatch, tmp_path):
+    local = tmp_path / "MathJax.js"
+    local.write_text("// stub")
+    monkeypatch.setenv("LQTHEORY_MATHJAX", str(local))
+    url, note = find_mathjax()
+    assert url == local.resolve().as_uri() and "offline" in note
