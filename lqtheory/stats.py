@@ -73,11 +73,13 @@ def _as_samples(samples: Any, name: str = "samples") -> np.ndarray:
 
 
 def _decimals(half_width: float) -> int | None:
-    """Fixed decimals that show the half-width to one significant digit, or None (use %.3g)."""
+    """Fixed decimals (at least one) that show the half-width to one significant digit, or None (%.3g)."""
     if not math.isfinite(half_width) or half_width <= 0:
         return None
     d = -math.floor(math.log10(half_width))
-    return d if 0 <= d <= 6 else None
+    if d > 6:
+        return None
+    return max(d, 1) if d >= -2 else None
 
 
 @dataclass(frozen=True)
@@ -119,13 +121,18 @@ class Interval:
         return (self.hi - self.lo) / 2.0
 
     def format(self) -> str:
-        """``"mean [lo, hi]"`` rounded so the half-width shows one significant digit."""
+        """``"mean [lo, hi]"`` rounded so the half-width shows one significant digit.
+
+        Every number keeps a decimal mark or an exponent, so nbval's sanitizer masks it.
+        """
         d = _decimals(self.half_width)
 
         def fmt(x: float) -> str:
             if math.isinf(x):
                 return "inf" if x > 0 else "-inf"
             text = f"{x:.{d}f}" if d is not None else f"{x:.3g}"
+            if text.lstrip("-").isdigit():  # always visibly a float (nbval's sanitizer masks decimals)
+                text = f"{x:.1f}"
             return text[1:] if text.startswith("-") and float(text) == 0 else text
 
         return f"{fmt(self.mean)} [{fmt(self.lo)}, {fmt(self.hi)}]"

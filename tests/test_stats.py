@@ -125,7 +125,10 @@ def test_interval_validates():
 def test_interval_str():
     assert str(Interval(0.012, 0.004, 0.020, 3, 0.003)) == "0.012 [0.004, 0.020]"
     assert str(Interval(0.5, -math.inf, math.inf, 1, math.nan)) == "0.5 [-inf, inf]"
-    assert str(Interval(1e-15, 0.0, 2e-15, 3, 1e-15)) == "1e-15 [0, 2e-15]"
+    assert str(Interval(1e-15, 0.0, 2e-15, 3, 1e-15)) == "1e-15 [0.0, 2e-15]"
+    assert str(Interval(12.0, 9.0, 15.0, 3, 2.0)) == "12.0 [9.0, 15.0]"  # never an integer-looking float
+    assert str(Interval(1234.0, 1000.0, 1468.0, 3, 90.0)) == "1234.0 [1000.0, 1468.0]"
+    assert str(Interval(123456.0, 0.0, 246912.0, 3, 9e4)) == "1.23e+05 [0.0, 2.47e+05]"
 
 
 def test_seeds_needed_makes_the_interval_exclude_the_threshold():
