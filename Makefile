@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= default
 
-.PHONY: reproduce test lint bench data clean-venv
+.PHONY: reproduce test lint bench data clean-venv browser-check chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,18 @@ test: $(STAMP) data
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# Chromium for the real-browser check, from Debian when we are root there (never `playwright install`).
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null)) || \
+	  echo "note: could not install Debian's chromium; the browser check will be skipped"; \
+	fi
+
+# Run notebooks top to bottom in JupyterLab in headless chromium (see tools/browser_check.py).
+browser-check: $(STAMP) chromium
+	$(PY) tools/browser_check.py $(NOTEBOOKS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --quick

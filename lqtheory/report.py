@@ -41,7 +41,7 @@ TAG_RE = re.compile(r"<[^>]+>")
 
 CSS = """
 body { font-family: "DejaVu Sans", system-ui, sans-serif; line-height: 1.5; color: #222; margin: 0; }
-main { max-width: 60rem; margin: 0 auto; padding: 1rem 2rem 4rem; }
+main { max-width: 66rem; margin: 0 auto; padding: 1rem 2rem 4rem; }
 header.report { border-bottom: 2px solid #ccc; margin-bottom: 1rem; }
 .note { background: #f5f5f0; border-left: 4px solid #aaa; padding: .4rem .8rem; font-size: .9rem; }
 nav.toc ol { padding-left: 1.4rem; } nav.toc li { margin: .1rem 0; }
@@ -59,8 +59,10 @@ table { border-collapse: collapse; margin: .5rem 0; font-size: .85rem; }
 th, td { border-bottom: 1px solid #ddd; padding: .2rem .5rem; vertical-align: top; }
 th { background: #f0f0f0; text-align: left; }
 td { font-variant-numeric: tabular-nums; }
-table.ledger td.statement { min-width: 22rem; text-align: left; }
-table.ledger td.measured { min-width: 12rem; }
+.wide { overflow-x: auto; }
+table.ledger { width: 100%; }
+table.ledger td.statement { min-width: 16rem; text-align: left; }
+table.ledger td.measured { min-width: 9rem; max-width: 16rem; overflow-wrap: break-word; }
 table.ledger td.nowrap, table.ledger td:first-child { white-space: nowrap; }
 .verdict-positive { color: #176317; font-weight: bold; }
 .verdict-negative { color: #a00; font-weight: bold; }
@@ -229,7 +231,8 @@ def ledger_html(claims_dir: Path | None) -> tuple[str, int]:
         return '<p class="missing">No claims records were found.</p>', 0
     head = "".join(f"<th>{h}</th>" for h in ("id", "statement", "provenance", "kind", "notebook",
                                              "measured", "verdict"))
-    return f'<table class="ledger"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>', len(rows)
+    return (f'<div class="wide"><table class="ledger"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
+            '</tbody></table></div>', len(rows))
 
 
 def find_mathjax() -> tuple[str, str]:

@@ -81,3 +81,52 @@ def test_mathjax_override(monkeypatch, tmp_path):
     monkeypatch.setenv("LQTHEORY_MATHJAX", str(local))
     url, note = find_mathjax()
     assert url == local.resolve().as_uri() and "offline" in note
+
+
+def test_reproduce_report_option_writes_the_report(tmp_path):
+    """`lqtheory reproduce --report FILE` executes, then renders the executed copy with its ledger."""
+    import argparse
+    import io
+
+    from lqtheory import reproduce
+    from lqtheory.notebook import percent_to_notebook
+
+    text = '''# %% [markdown]
+# # Tiny: $\\sigma_s(w)_1$
+#
+# Claims [derived] for the report test.
+
+# %% tags=["parameters"]
+profile = "ci"
+device = "auto"
+seed = 0
+n = None
+
+# %%
+from lqtheory.notebook import setup
+PROFILES = {"ci": dict(n=1), "default": dict(n=2), "paper": dict(n=3)}
+run = setup("01_tiny", globals(), profiles=PROFILES)
+
+# %%
+import matplotlib.pyplot as plt
+from lqtheory.notebook import findings
+fig, ax = plt.subplots()
+ax.plot([1, 2], [1, 4])
+run.save_figure(fig, "curve")
+run.claim("A1", "n is positive", "[derived]", {"n": run.n}, run.n > 0)
+findings(run)
+'''
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nbformat.write(percent_to_notebook(text), notebooks / "01_tiny.ipynb")
+    report = tmp_path / "out" / "report.html"
+    parser = reproduce.add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--notebooks-dir", str(notebooks), "--build-dir", str(tmp_path / "build"),
+                              "--figures-dir", str(tmp_path / "figures"), "--profile", "ci",
+                              "--report", str(report)])
+    out = io.StringIO()
+    assert reproduce.run(args, out=out) == 0, out.getvalue()
+    assert f"report: {report} (1 notebooks, 1 figures, 1 claims)" in out.getvalue()
+    html_text = report.read_text()
+    assert "data:image/png;base64," in html_text and r"$\sigma_s(w)_1$" in html_text
+    assert "What we found" in html_text and 'class="statement">n is positive' in html_text
