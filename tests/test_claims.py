@@ -330,3 +330,52 @@ def test_registry_cache_sees_edits(tmp_path):
     os.utime(path, ns=(1, 1))  # a new mtime even within the clock's resolution
     assert load_registry(path, notebooks={"a"})["E9"].threshold == 0.75
     assert claims_mod.for_notebook(load_registry(path, notebooks={"a"}), "a")[0].id == "E9"
+
+
+# ----------------------------------------------------------------------------------------------
+# The ledger
+
+
+def _ledger_inputs(isolated):
+    run = new_run()
+    run.claim("S1", measured={"max ratio": 0.5}, holds=True)
+    run.estimate("E2", samples=[0.005, 0.025, 0.012])  # inconclusive
+    run.estimate("D1", interval=Interval(-2.44e-15, -3e-15, -1.9e-15, 400, 1e-14))  # contradicted, derived
+    return load_registry()
+
+
+def test_ledger_words_match_kind_and_provenance(isolated):
+    from lqtheory.ledger import ledger_frame, verdict_counts, verdict_label
+
+    registry = _ledger_inputs(isolated)
+    frame, missing, unregistered = ledger_frame(isolated / "ci", ["nb", "other"], registry)
+    assert list(frame["id"]) == ["S1", "E2", "D1", "X"]
+    assert list(frame["verdict"]) == ["holds", "inconclusive", "contradicted (our conjecture)", "not evaluated"]
+    assert missing == ["other"] and unregistered == []
+    e2 = frame.set_index("id").loc["E2"]
+    assert e2["threshold"] == "< 0.02" and e2["n"] == "3 seeds" and e2["provenance"] == "[paper]"
+    assert e2["to decide"] == f"≈{seeds_needed(mean_interval([0.005, 0.025, 0.012]), 0.02)} seeds"
+    assert frame.set_index("id").loc["S1", "evidence"] == "max ratio 0.5"
+    assert verdict_counts(frame) == {"holds": 1, "contradicted (our conjecture)": 1, "inconclusive": 1,
+                                     "not evaluated": 1}
+    assert verdict_label("empirical", "contradicted", "paper") == "contradicted"
+    assert verdict_label("theorem", "violated", "derived") == "VIOLATED"
+
+
+def test_ledger_markdown_is_grouped_left_aligned_and_keeps_numbers_whole(isolated):
+    from lqtheory.ledger import ledger_frame, ledger_markdown, ledger_styler
+
+    registry = _ledger_inputs(isolated)
+    frame, missing, _ = ledger_frame(isolated / "ci", ["nb", "other"], registry)
+    text = ledger_markdown(frame, "Ledger", missing)
+    assert text == ledger_markdown(frame, "Ledger", missing)  # deterministic
+    assert "## nb\n" in text and "## other\n" in text
+    assert all(set(line.strip("|")) <= {":", "-", "|"} and ":---" in line
+               for line in text.splitlines() if line.startswith("|:"))  # every column left-aligned
+    d1 = next(line for line in text.splitlines() if line.startswith("| D1 "))
+    assert "contradicted (our conjecture)" in d1
+    assert "\u20112.44e\u201115\u00a0[" in d1 and "e-15" not in d1  # no break opportunity inside a number
+    assert "Notebooks without a claims record at this profile: other" in text
+    html = ledger_styler(frame).to_html()
+    assert html == ledger_styler(frame).to_html()  # a fixed uuid: byte-identical reruns
+    assert "background-color: #fde8cc" in html and "text-align: left" in html and "white-space: nowrap" in html
