@@ -152,10 +152,16 @@ def _no_break(text: str) -> str:
     return text.replace(" ", _NBSP)
 
 
+def _whole_numbers(text: str) -> str:
+    """Only the hyphens of signs and exponents become non-breaking (free text still wraps at spaces)."""
+    return re.sub(r"-(?=\d)", _NBHYPHEN, str(text))
+
+
 def _display(frame):
     out = frame[SHOWN].copy()
     for col in ("measured", "threshold", "n", "to decide"):
         out[col] = [_no_break(v) for v in out[col]]
+    out["evidence"] = [_whole_numbers(v) for v in out["evidence"]]
     return out
 
 
@@ -181,9 +187,7 @@ def ledger_markdown(frame, title: str = "Claims ledger", missing: Iterable[str] 
 
 def ledger_styler(frame):
     """The ledger as a pandas ``Styler``: grouped by notebook, statements left-aligned, verdicts coloured."""
-    shown = frame[["notebook", *SHOWN]].copy()
-    for col in ("measured", "threshold", "n", "to decide"):
-        shown[col] = [_no_break(v) for v in shown[col]]
+    shown = frame[["notebook"]].join(_display(frame))
 
     def colour(value):
         bg, fg = VERDICT_COLOURS.get(value, ("", ""))

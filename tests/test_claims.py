@@ -379,3 +379,29 @@ def test_ledger_markdown_is_grouped_left_aligned_and_keeps_numbers_whole(isolate
     html = ledger_styler(frame).to_html()
     assert html == ledger_styler(frame).to_html()  # a fixed uuid: byte-identical reruns
     assert "background-color: #fde8cc" in html and "text-align: left" in html and "white-space: nowrap" in html
+
+
+def test_every_claim_call_in_the_notebooks_is_registered_for_its_notebook():
+    import re as _re
+
+    import nbformat
+
+    reg = load_registry(REPO / "notebooks" / "claims.toml")
+    call = _re.compile(r"run\.(claim|estimate)\(\s*(f?)\"([^\"]+)\"")
+    seen = set()
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        for method, fstring, cid in call.findall(source):
+            if fstring:  # f"E3.order.{m}" / f"S6.{name}": some registered id of this notebook has the prefix
+                prefix = cid.split("{")[0]
+                matches = [c for c in reg.values() if c.id.startswith(prefix) and c.notebook == path.stem]
+                assert matches, f"{path.name}: no claim registered for {cid!r}"
+                seen.update(c.id for c in matches)
+                continue
+            assert cid in reg, f"{path.name}: {cid!r} is not registered"
+            assert reg[cid].notebook == path.stem, f"{path.name}: {cid!r} is registered for {reg[cid].notebook}"
+            assert (reg[cid].kind == "theorem") == (method == "claim"), f"{path.name}: {cid!r} is {reg[cid].kind}"
+            seen.add(cid)
+        # ids passed through a variable (run.estimate(tag, ...)) appear as string literals in the code
+        seen.update(c.id for c in reg.values() if c.notebook == path.stem and f'"{c.id}"' in source)
+    assert set(reg) == seen, f"registered but never evaluated: {sorted(set(reg) - seen)}"
