@@ -45,6 +45,14 @@ def budget_masks(weights: dict[str, torch.Tensor], keep: torch.Tensor, mask=None
     )
 
 
+def _param(model: torch.nn.Module, name: str) -> torch.Tensor:
+    """``model.get_parameter(name)``, also for TorchScript modules (attribute walk)."""
+    obj = model
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 @contextmanager
 def masked_weights(model: torch.nn.Module, masks: dict[str, torch.Tensor], transposed: set[str] = frozenset()):
     """Temporarily zero the masked-out entries of ``model``'s parameters (restored on exit)."""
@@ -52,14 +60,14 @@ def masked_weights(model: torch.nn.Module, masks: dict[str, torch.Tensor], trans
     try:
         with torch.no_grad():
             for name, m in masks.items():
-                p = model.get_parameter(name)
+                p = _param(model, name)
                 saved[name] = p.detach().clone()
                 p.mul_((m.t() if name in transposed else m).to(p.dtype))
         yield model
     finally:
         with torch.no_grad():
             for name, value in saved.items():
-                model.get_parameter(name).copy_(value)
+                _param(model, name).copy_(value)
 
 
 def _layer_scope(weights, mask, s: Settings, scope: str) -> dict[str, torch.Tensor]:
@@ -230,7 +238,7 @@ def profile(model, data=None, *, arch: str | None = None, eps=None, settings: Se
     if not weights:
         raise ProfileInputError(f"{loaded.label}: no prunable layers (no Linear, Conv or attention projection "
                                 f"weights; {len(skipped)} other parameter(s))")
-    transposed = {n for n, w in weights.items() if w.shape != loaded.model.get_parameter(n).shape}
+    transposed = {n for n, w in weights.items() if w.shape != _param(loaded.model, n).shape}
     mask = None
     if loaded.mask is not None:
         mask = {n: (loaded.mask[n].t() if n in transposed else loaded.mask[n]) for n in weights if n in loaded.mask}

@@ -179,6 +179,13 @@ def _load_run(path: Path) -> Loaded:
 def _load_hf_dir(path: Path) -> Loaded:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:  # no "Loading weights" progress bar on stderr
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     if (path / "modules.json").is_file():
         try:
             from sentence_transformers import SentenceTransformer

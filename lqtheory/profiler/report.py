@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-__all__ = ["Profile", "Comparison", "compare"]
+__all__ = ["Profile", "Comparison", "compare", "combined_html"]
 
 _MASKS_NOTE = (
     "Unstructured budgets are applied as masks (zeroed weights in the same dense tensors): the kept fractions "
@@ -41,7 +41,8 @@ def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -212,6 +213,13 @@ class Profile:
         return text
 
     def to_html(self, path=None) -> str:
+        text = _page(f"lqtheory profile: {self.label}", self.html_body())
+        if path is not None:
+            _write(path, text)
+        return text
+
+    def html_body(self) -> str:
+        """The report's HTML without the page around it (plots embedded as base64 PNG)."""
         figs = self.figures()
         parts = []
         for kind, x in self._sections():
@@ -223,10 +231,19 @@ class Profile:
                 parts.append(_html_table(x))
             elif kind == "figure" and figs.get(x) is not None:
                 parts.append(f'<img alt="{html.escape(x)}" src="data:image/png;base64,{_png(figs[x])}">')
-        text = _page(f"lqtheory profile: {self.label}", "\n".join(parts))
-        if path is not None:
-            _write(path, text)
-        return text
+        for fig in figs.values():  # figures not shown in a section
+            if fig is not None:
+                import matplotlib.pyplot as plt
+
+                plt.close(fig)
+        return "\n".join(parts)
+
+
+def combined_html(profiles, comparison=None, title: str = "lqtheory profile") -> str:
+    """One self-contained page: the comparison (if any), then every profile."""
+    parts = [comparison.html_body()] if comparison is not None else []
+    parts += [p.html_body() for p in profiles]
+    return _page(title, "\n<hr>\n".join(parts))
 
 
 def _page(title: str, body: str) -> str:
@@ -257,14 +274,17 @@ class Comparison:
         return "\n".join(out)
 
     def to_html(self, path=None) -> str:
+        text = _page("lqtheory profile: comparison", self.html_body())
+        if path is not None:
+            _write(path, text)
+        return text
+
+    def html_body(self) -> str:
         body = ["<h1>Compressibility comparison</h1>", _html_table(self.models), "<h2>By layer</h2>",
                 _html_table(self.layers), "<h2>Unit by unit</h2>", _html_table(self.units)]
         if self.agreement:
             body += ["<h2>Agreement with measured prunability</h2>", _html_table(pd.DataFrame([self.agreement]))]
-        text = _page("lqtheory profile: comparison", "\n".join(body))
-        if path is not None:
-            _write(path, text)
-        return text
+        return "\n".join(body)
 
     def to_dict(self) -> dict:
         return dict(models=_jsonable(self.models), layers=_jsonable(self.layers), units=_jsonable(self.units),
