@@ -7,7 +7,8 @@ parameter (embeddings, normalisation scales, biases, anything else) is listed as
 All statistics come from the package's batched routines, run once per block of equal row width
 (:func:`lqtheory.masks.unit_view`), never per neuron: :func:`lqtheory.norms.pq_index`,
 :func:`~lqtheory.norms.sparsity_index`, :func:`~lqtheory.norms.teacher_sparsity_index`,
-:func:`~lqtheory.norms.gini_index`, :func:`~lqtheory.norms.si_implied_size`,
+:func:`~lqtheory.norms.gini_index`, :func:`~lqtheory.norms.si_implied_size` (the four norm-based ones
+at once through :func:`~lqtheory.norms.index_set`, which shares their norms),
 :func:`lqtheory.approximation.required_terms` (S1) and :func:`lqtheory.masks.sap_prune_counts`.
 """
 
@@ -20,14 +21,7 @@ from torch import nn
 
 from lqtheory.approximation import required_terms
 from lqtheory.masks import sap_prune_counts, unit_view
-from lqtheory.norms import (
-    gini_index,
-    pq_index,
-    si_implied_size,
-    sort_magnitudes,
-    sparsity_index,
-    teacher_sparsity_index,
-)
+from lqtheory.norms import gini_index, index_set, sort_magnitudes
 
 __all__ = ["DEFAULT_EPS", "CURVE_EPS", "Settings", "Units", "profiled_weights", "unit_statistics", "needed_terms"]
 
@@ -131,11 +125,8 @@ class Units:
 
 def _block_stats(v: torch.Tensor, m: torch.Tensor | None, s: Settings) -> dict[str, torch.Tensor]:
     return dict(
-        pqi=pq_index(v, s.p, s.q, mask=m),
-        si=sparsity_index(v, s.si_q, mask=m),
-        tsi=teacher_sparsity_index(v, s.si_q, mask=m),
+        **index_set(v, s.p, s.q, s.si_q, mask=m),  # pq_index, sparsity_index, teacher_sparsity_index, si_implied_size
         gini=gini_index(v, mask=m),
-        m=si_implied_size(v, s.si_q, mask=m),
         keep=required_terms(v, s.s1_q, list(s.eps), mask=m),
         sap_prune=sap_prune_counts(v, s.p, s.q, s.eta, s.gamma, s.beta, mask=m),
     )
