@@ -173,8 +173,8 @@ def _verify(loaded: Loaded, weights, units, transposed, evaluator: Evaluator, s:
             # S1 check: every unit's actual relative ℓ1 tail after keeping its budget is at most ε
             parts = view.split_units(keep.to(units.d.device))
             tails = torch.cat([
-                best_s_term_error(v, k, p=1.0, mask=None if mask is None else m).double()
-                / v.abs().sum(-1).double().clamp_min(1e-300) for (v, m), k in zip(view.blocks, parts, strict=True)
+                best_s_term_error(v.double(), k, p=1.0, mask=None if mask is None else m)
+                / v.double().abs().sum(-1).clamp_min(1e-300) for (v, m), k in zip(view.blocks, parts, strict=True)
             ])
             masks = budget_masks(weights, keep, mask)
             with masked_weights(loaded.model, masks, transposed):

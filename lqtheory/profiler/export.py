@@ -1,9 +1,11 @@
 """Structured export: turn budgets into a physically smaller dense model with Torch-Pruning.
 
 Whole neurons or filters can only go where a layer's *units* are compressible as a set. The budget is
-S1 applied one level up: for every prunable layer, the vector of its units' ℓ1 norms is a weight vector
-like any other, and :func:`lqtheory.approximation.required_terms` at ``eps`` gives how many units carry
-all but at most ``eps`` of the layer's ℓ1 mass (a sufficient count). Torch-Pruning
+the same question one level up: for every prunable layer, the vector of its units' ℓ1 norms is a weight
+vector like any other, and the layer keeps the fewest units that carry all but at most ``eps`` of its ℓ1
+mass (:func:`lqtheory.profiler.measure.needed_terms`, exact). S1's sufficient count
+(:func:`lqtheory.approximation.required_terms`) is reported beside it; on real weights it is usually
+the whole layer, so it would export nothing. Torch-Pruning
 (``torch_pruning.pruner.MagnitudePruner``, ℓ1 group importance) removes the rest, together with every
 coupled layer (the next layer's inputs, BatchNorm channels, depthwise convolutions, residual adds).
 The output layer is never pruned; in transformers only the FFN intermediate neurons are (attention
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from lqtheory.approximation import required_terms
+from lqtheory.profiler.measure import needed_terms
 
 __all__ = ["export_structured"]
 
@@ -66,10 +69,11 @@ def export_structured(loaded, evaluator, *, s1_q: float = 0.5, eps: float = 0.1,
         roots = [m for m in linears if m not in ignored and not (isinstance(m, nn.Conv2d) and m.groups > 1)]
     if not roots:
         return {"status": "skipped: no layer whose neurons or filters can be removed"}
-    ratios = {}
+    ratios, guaranteed = {}, {}
     for m in roots:
         norms = m.weight.detach().flatten(1).abs().sum(1).double()
-        keep = int(required_terms(norms, s1_q, eps))
+        keep = int(needed_terms(norms.unsqueeze(0), (eps,))[0, 0])  # exact: tail of the norm vector <= eps
+        guaranteed[m] = int(required_terms(norms, s1_q, eps))  # S1's sufficient count, reported beside it
         ratios[m] = max(0.0, min(1.0 - keep / norms.numel(), 0.95))
     dense_out = evaluator.outputs()
     dense_params = sum(p.numel() for p in original.parameters())
@@ -87,7 +91,9 @@ def export_structured(loaded, evaluator, *, s1_q: float = 0.5, eps: float = 0.1,
         return {"status": f"failed: Torch-Pruning could not restructure the model ({type(err).__name__}: {err})"[:300]}
     if text:
         wrapped = copy.deepcopy(original)
-        wrapped[0].auto_model = smaller
+        holder = wrapped[0]  # sentence-transformers >= 5 exposes the backbone as the read-only `auto_model`
+        attr = "model" if isinstance(getattr(type(holder), "auto_model", None), property) else "auto_model"
+        setattr(holder, attr, smaller)
         small_model = wrapped
     else:
         small_model = smaller
@@ -108,6 +114,8 @@ def export_structured(loaded, evaluator, *, s1_q: float = 0.5, eps: float = 0.1,
     small_params = sum(p.numel() for p in small_model.parameters())
     return {
         "status": "ok", "eps": eps, "layers_pruned": sum(r > 0 for r in ratios.values()),
+        "units_kept_exact": sum(round((1 - r) * m.weight.shape[0]) for m, r in ratios.items()),
+        "units_kept_s1": sum(guaranteed.values()), "units": sum(m.weight.shape[0] for m in ratios),
         "dense_params": int(dense_params), "params": int(small_params),
         "size_ratio": small_params / dense_params,
         "theoretical_speedup": float(ops_dense) / float(ops_small) if ops_small else float("nan"),
