@@ -57,7 +57,7 @@ def sample_images(n: int = 32, size: int = 224, seed: int = 0) -> torch.Tensor:
     ImageNet-normalised, shape ``(n, 3, size, size)``."""
     from sklearn.datasets import load_sample_images
 
-    imgs = [torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im in load_sample_images().images]
+    imgs = [torch.from_numpy(im.copy()).permute(2, 0, 1).float() / 255 for im in load_sample_images().images]
     g = torch.Generator().manual_seed(seed)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
