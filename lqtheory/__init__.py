@@ -48,6 +48,17 @@ from lqtheory.training import TrainConfig, evaluate, train
 
 __version__ = "0.1.0"
 
+_PROFILER = ("profile", "compare", "Profile")  # lqtheory.profiler, imported on first use (pandas, plots)
+
+
+def __getattr__(name: str):
+    if name in _PROFILER:
+        from lqtheory import profiler
+
+        return getattr(profiler, name)
+    raise AttributeError(f"module 'lqtheory' has no attribute {name!r}")
+
+
 __all__ = [
     # indices (THEORY.md §1, S5)
     "lq_norm", "pq_index", "sparsity_index", "teacher_sparsity_index", "gini_index", "tail_mass_ratio",
@@ -71,5 +82,7 @@ __all__ = [
     "Student", "BackwardResult", "backward_approximation", "edges_mse_curve", "edges_for_mse",
     # devices
     "resolve_device", "set_determinism",
+    # profiling any model (issue #12)
+    "profile", "compare", "Profile",
     "__version__",
 ]

@@ -130,13 +130,27 @@ def required_terms(
     ``0 < ε <= 1``. Computed in float64; returns an int64 tensor of the reduced shape. Degenerate units
     need 0 terms (their tail is already 0). The true tail is usually much smaller than the guarantee:
     this is a sufficient count, not the optimal one for the actual w.
+
+    ``eps`` may also be a sequence (or 1-D tensor) of values: the result then has one leading entry per
+    value, ``required_terms(w, q, [e1, e2])[i] == required_terms(w, q, ei)``, with the norms computed once.
     """
     q = check_exponent(q, "q", high=1.0, high_inclusive=False)
-    eps = check_exponent(eps, "eps", high=1.0)
+    several = isinstance(eps, (list, tuple, torch.Tensor)) and not (isinstance(eps, torch.Tensor) and eps.dim() == 0)
+    if several:
+        values = eps.tolist() if isinstance(eps, torch.Tensor) else list(eps)
+        if not values:
+            raise ValueError("eps must hold at least one value")
+        values = [check_exponent(e, "eps", high=1.0) for e in values]
+    else:
+        eps = check_exponent(eps, "eps", high=1.0)
     w, mask = _prepare(w, dim, mask)
     w64 = w.double()
     d = alive_count(w64, dim, mask)
-    ratio = lq_norm(w64, q, dim, mask) / (eps * lq_norm(w64, 1.0, dim, mask))
+    norm_q, norm_1 = lq_norm(w64, q, dim, mask), lq_norm(w64, 1.0, dim, mask)
+    if several:  # one leading entry per ε; the norms are computed once
+        eps = torch.tensor(values, dtype=torch.float64, device=w.device).view(-1, *([1] * norm_1.dim()))
+        d = d.expand(len(values), *d.shape)
+    ratio = norm_q / (eps * norm_1)
     terms = torch.ceil(ratio.pow(q / (1.0 - q)))
     terms = torch.where(torch.isnan(terms), torch.zeros_like(terms), torch.minimum(terms, d))
     return terms.long()

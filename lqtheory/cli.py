@@ -177,6 +177,12 @@ def _build() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         add_help=False,
     )
     reproduce.add_argument("rest", nargs=argparse.REMAINDER)
+    profile = sub.add_parser(
+        "profile",
+        help="how compressible is any PyTorch model, how far can it be pruned; see `lqtheory profile --help`",
+        add_help=False,
+    )
+    profile.add_argument("rest", nargs=argparse.REMAINDER)
     return parser, prune
 
 
@@ -275,6 +281,10 @@ def main(argv: Sequence[str] | None = None, *, out=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "reproduce":  # its own parser, so `lqtheory reproduce --help` shows its options
         return _run_reproduce(argv[1:])
+    if argv and argv[0] == "profile":  # its own parser (lqtheory.profiler.cli)
+        from lqtheory.profiler.cli import main as profile_main
+
+        return profile_main(argv[1:], out)
     parser, prune_parser = _build()
     args = parser.parse_args(argv)
     if args.command == "reproduce":  # e.g. `lqtheory --some-flag reproduce`: not reached with valid input

@@ -40,6 +40,7 @@ __all__ = [
     "retained_count_bound",
     "alive_count",
     "sort_magnitudes",
+    "index_set",
 ]
 
 _MAX_EXPONENT = 1e6  # p or q above this is surely a mistake, and pow() overflows long before it
@@ -253,12 +254,15 @@ def _log_one_minus_pq(w, p, q, dim, mask) -> tuple[torch.Tensor, torch.Tensor]:
     check_p_less_than_q(p, q)
     w, _, d = _prepare(w, dim, mask, defer_finite=True)
     scale = _validated_scale(w, dim)
-    log_ratio = (
-        (1.0 / q - 1.0 / p) * d.clamp_min(1).log() + _log_norm(w, p, dim, scale) - _log_norm(w, q, dim, scale)
-    )
+    return _log_one_minus_pq_from(_log_norm(w, p, dim, scale), _log_norm(w, q, dim, scale), d, p, q), d
+
+
+def _log_one_minus_pq_from(log_p: torch.Tensor, log_q: torch.Tensor, d: torch.Tensor, p: float, q: float):
+    """``log(1 - I_{p,q})`` from ``log ||w||_p``, ``log ||w||_q`` and ``d`` (see :func:`pq_index`)."""
+    log_ratio = (1.0 / q - 1.0 / p) * d.clamp_min(1).log() + log_p - log_q
     degenerate = torch.isnan(log_ratio) | (d == 0)  # zero units: -inf - -inf
     # A rounding error above 0 would make I slightly negative: clamp (I >= 0 by Hölder).
-    return torch.where(degenerate, torch.zeros_like(log_ratio), log_ratio.clamp_max(0.0)), d
+    return torch.where(degenerate, torch.zeros_like(log_ratio), log_ratio.clamp_max(0.0))
 
 
 def sparsity_index(
@@ -271,8 +275,12 @@ def sparsity_index(
     q = check_exponent(q, "q")
     w, _, d = _prepare(w, dim, mask, defer_finite=True)
     scale = _validated_scale(w, dim)
-    log_si = (1.0 / q - 1.0) * d.clamp_min(1).log() + _log_norm(w, 1.0, dim, scale) - _log_norm(w, q, dim, scale)
-    si = torch.exp(log_si)
+    return _si_from(_log_norm(w, 1.0, dim, scale), _log_norm(w, q, dim, scale), d, q)
+
+
+def _si_from(log_1: torch.Tensor, log_q: torch.Tensor, d: torch.Tensor, q: float) -> torch.Tensor:
+    """SI from ``log ||w||_1``, ``log ||w||_q`` and ``d`` (see :func:`sparsity_index`)."""
+    si = torch.exp((1.0 / q - 1.0) * d.clamp_min(1).log() + log_1 - log_q)
     degenerate = torch.isnan(si) | (d == 0)
     return torch.where(degenerate, torch.ones_like(si), si.clamp_min(1.0))
 
@@ -288,9 +296,40 @@ def teacher_sparsity_index(
     q = check_exponent(q, "q")
     w, _, d = _prepare(w, dim, mask, defer_finite=True)
     scale = _validated_scale(w, dim)
-    tsi = torch.exp(_log_norm(w, 1.0, dim, scale) - _log_norm(w, q, dim, scale))
+    return _tsi_from(_log_norm(w, 1.0, dim, scale), _log_norm(w, q, dim, scale), d, q)
+
+
+def _tsi_from(log_1: torch.Tensor, log_q: torch.Tensor, d: torch.Tensor, q: float) -> torch.Tensor:
+    """TSI from ``log ||w||_1``, ``log ||w||_q`` and ``d`` (see :func:`teacher_sparsity_index`)."""
+    tsi = torch.exp(log_1 - log_q)
     floor = d.clamp_min(1).pow(1.0 - 1.0 / q)
     return torch.where(torch.isnan(tsi), floor, tsi.clamp(max=1.0))
+
+
+def index_set(
+    w: torch.Tensor, p: float = 0.5, q: float = 1.0, si_q: float = 0.5, dim: int = -1,
+    mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """``{"pqi": I_{p,q}, "si": SI_{si_q}, "tsi": TSI_{si_q}, "m": m_{si_q} (η = 0)}`` of every unit at once.
+
+    Each value equals the function of its own (:func:`pq_index`, :func:`sparsity_index`,
+    :func:`teacher_sparsity_index`, :func:`si_implied_size`), computed from the same formulas; the
+    scale and each distinct ``log ||w||_r`` (``r`` in ``{p, q, si_q, 1}``) are computed once, which
+    saves about two thirds of the passes over ``w`` when the four are wanted together. ``si_q < 1``.
+    """
+    p = check_exponent(p, "p", high=_MAX_EXPONENT)
+    q = check_exponent(q, "q", high=_MAX_EXPONENT)
+    check_p_less_than_q(p, q)
+    si_q = check_exponent(si_q, "si_q", high=1.0, high_inclusive=False)
+    w, _, d = _prepare(w, dim, mask, defer_finite=True)
+    scale = _validated_scale(w, dim)
+    logs = {r: _log_norm(w, r, dim, scale) for r in dict.fromkeys((p, q, si_q, 1.0))}
+    return {
+        "pqi": 1.0 - torch.exp(_log_one_minus_pq_from(logs[p], logs[q], d, p, q)),
+        "si": _si_from(logs[1.0], logs[si_q], d, si_q),
+        "tsi": _tsi_from(logs[1.0], logs[si_q], d, si_q),
+        "m": _size_from(logs[si_q], logs[1.0], d, si_q, torch.zeros_like(d)),
+    }
 
 
 def sort_magnitudes(
@@ -405,8 +444,13 @@ def si_implied_size(
     eta = _as_per_unit(eta, "eta", d, integer=False).to(d.dtype)
     if bool((eta < 0).any()):
         raise ValueError("eta must be >= 0")
+    return _size_from(_log_norm(w, q, dim, scale), _log_norm(w, 1.0, dim, scale), d, q, eta)
+
+
+def _size_from(log_q: torch.Tensor, log_1: torch.Tensor, d: torch.Tensor, q: float, eta) -> torch.Tensor:
+    """``m(w)`` from ``log ||w||_q``, ``log ||w||_1``, ``d`` and η (see :func:`si_implied_size`)."""
     # log(||w||_q / ||w||_1) >= 0 for q < 1; NaN for degenerate units, which behave like uniform ones.
-    log_ratio = _log_norm(w, q, dim, scale) - _log_norm(w, 1.0, dim, scale)
+    log_ratio = log_q - log_1
     uniform = (1.0 / q - 1.0) * d.clamp_min(1).log()
     log_ratio = torch.where(torch.isnan(log_ratio), uniform, log_ratio.clamp_min(0.0))
     size = (1.0 + eta).pow(-1.0 / (1.0 - q)) * torch.exp(log_ratio * (q / (1.0 - q)))

@@ -455,3 +455,18 @@ def test_cpu_and_cuda_agree():
     again = maurey_approximation(w.cuda(), 10, 0.5, seed=3, mask=mask.cuda())
     assert torch.equal(result.counts, again.counts)
     _maurey_structure(w, mask, MaureyResult(*(t.cpu() for t in result)), 10, 0.5, -1)
+
+
+def test_required_terms_accepts_several_eps_and_matches_one_call_per_eps():
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(7, 5, 40, generator=g) ** 3
+    eps = [0.3, 0.1, 0.03, 0.01]
+    several = required_terms(w, 0.5, eps)
+    assert several.shape == (4, 7, 5)
+    for i, e in enumerate(eps):
+        assert torch.equal(several[i], required_terms(w, 0.5, e))
+    assert torch.equal(required_terms(w, 0.5, torch.tensor(eps)), several)
+    with pytest.raises(ValueError):
+        required_terms(w, 0.5, [])
+    with pytest.raises(ValueError):
+        required_terms(w, 0.5, [0.1, 1.5])

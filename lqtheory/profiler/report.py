@@ -1,0 +1,343 @@
+"""The :class:`Profile` a profiling run returns, its exports (JSON, Markdown, one self-contained HTML
+file with the plots embedded as base64 PNG) and :func:`compare` for several models of one architecture."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+__all__ = ["Profile", "Comparison", "compare", "combined_html"]
+
+_MASKS_NOTE = (
+    "Unstructured budgets are applied as masks (zeroed weights in the same dense tensors): the kept fractions "
+    "are theoretical sizes, no wall-clock gain is implied. Only the structured export below is physically smaller."
+)
+
+
+def _md(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    from lqtheory.notebook import markdown_table
+
+    return markdown_table(df, floatfmt=floatfmt)
+
+
+def _html_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else format(v, floatfmt)
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in df.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _write(path, text: str) -> None:
+    from lqtheory._io import atomic_open
+
+    with atomic_open(path) as fh:
+        fh.write(text.encode("utf-8"))
+
+
+def _jsonable(df: pd.DataFrame | None):
+    if df is None:
+        return None
+    return json.loads(df.to_json(orient="records"))
+
+
+@dataclass
+class Profile:
+    """The profile of one model. Tables (pandas DataFrames): ``units`` (one row per unit), ``layers``,
+    ``curves`` (kept fraction against ε, S1-predicted and needed), ``skipped`` (parameters not profiled,
+    with the reason), ``verification`` (with data: degradation at each ε's budgets, S1 checked per unit),
+    ``bound`` (ReLU MLPs: S4), ``export`` (a dict: the structured export's measured size and time).
+    ``summary``: the whole model's figures."""
+
+    label: str
+    source: str
+    settings: object
+    units: pd.DataFrame
+    layers: pd.DataFrame
+    summary: dict
+    curves: pd.DataFrame
+    skipped: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+    verification: pd.DataFrame | None = None
+    bound: pd.DataFrame | None = None
+    export: dict | None = None
+    data_name: str | None = None
+    degradation: str | None = None
+    notes: list = field(default_factory=list)
+
+    # ---------------------------------------------------------------- plots
+    def plot_curves(self):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        c = self.curves
+        for _name, grp in c[c.layer != "(model)"].groupby("layer", sort=False):
+            ax.plot(grp.eps, grp.needed, color="0.75", lw=0.8)
+        m = c[c.layer == "(model)"]
+        ax.plot(m.eps, m.needed, "o-", color="C0", label="needed (exact), model")
+        ax.plot(m.eps, m.predicted, "s--", color="C1", label="S1 guarantee, model")
+        ax.set(xscale="log", xlabel="relative ℓ1 tail ε per unit", ylabel="kept fraction of weights",
+               title=f"{self.label}: compressibility curve (grey: layers, needed)")
+        ax.legend()
+        return fig
+
+    def plot_layers(self):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        x = range(len(self.layers))
+        ax.plot(x, self.layers.m_over_d, "o-", ms=3, label="implied kept fraction m/d")
+        ax.plot(x, self.layers.pqi_mean, "s-", ms=3, label="mean PQI")
+        ax.plot(x, self.layers.gini_mean, "^-", ms=3, label="mean Gini")
+        ax.set(xlabel="layer (order of the model)", ylabel="value", title=f"{self.label}: indices by layer")
+        ax.legend(fontsize=8)
+        return fig
+
+    def plot_verification(self):
+        import matplotlib.pyplot as plt
+
+        if self.verification is None:
+            return None
+        fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8))
+        axes[0].plot(self.verification.eps.unique(), self.verification.eps.unique(), "k:", label="ε (guaranteed ≥)")
+        key = self.degradation if self.degradation in self.verification else "drift"
+        for c, (budget, v) in enumerate(self.verification.groupby("budget", sort=False)):
+            axes[0].plot(v.eps, v.max_unit_tail.clip(lower=1e-6), "o-", color=f"C{c}", label=f"{budget}: worst unit")
+            axes[1].plot(v.kept_fraction, v[key], "o-", color=f"C{c}", label=f"{budget} budgets: measured {key}")
+            for _, r in v.iterrows():
+                axes[1].annotate(f"ε={r.eps:g}", (r.kept_fraction, r[key]), fontsize=7)
+        axes[0].set(xscale="log", yscale="log", xlabel="ε", ylabel="relative ℓ1 tail of a unit",
+                    title="predicted ε vs measured tail")
+        axes[0].legend(fontsize=7)
+        axes[1].set(xlabel="kept fraction of weights", ylabel=key, title="pruned by the budgets (no retraining)")
+        axes[1].legend(fontsize=7)
+        if self.bound is not None:
+            ax2 = axes[1].twinx()
+            b = self.bound[self.bound.budget == "exact"]
+            ax2.plot(self.verification[self.verification.budget == "exact"].kept_fraction, b.lq_bound_mean, "s--",
+                     color="C4", label="S4 lq bound, mean |Δf| (exact budgets)")
+            ax2.plot(self.verification[self.verification.budget == "exact"].kept_fraction, b.observed_mean, "^:",
+                     color="C5", label="observed mean |Δf|")
+            ax2.set(yscale="log", ylabel="output deviation")
+            ax2.legend(fontsize=7, loc="center right")
+        return fig
+
+    def figures(self) -> dict:
+        figs = {"compressibility curve": self.plot_curves(), "indices by layer": self.plot_layers()}
+        if self.verification is not None:
+            figs["predicted vs measured"] = self.plot_verification()
+        return figs
+
+    # ---------------------------------------------------------------- exports
+    def to_dict(self, units: bool = False) -> dict:
+        out = dict(label=self.label, source=self.source, settings=self.settings.__dict__, summary=self.summary,
+                   data=self.data_name, degradation=self.degradation, meta=self.meta, notes=self.notes + [_MASKS_NOTE],
+                   layers=_jsonable(self.layers), curves=_jsonable(self.curves), skipped=_jsonable(self.skipped),
+                   verification=_jsonable(self.verification), bound=_jsonable(self.bound), export=self.export)
+        if units:
+            out["units"] = _jsonable(self.units)
+        return out
+
+    def to_json(self, path=None, units: bool = False) -> str:
+        text = json.dumps(self.to_dict(units), indent=1, default=str)
+        if path is not None:
+            _write(path, text)
+        return text
+
+    def _sections(self):
+        s = self.settings
+        yield "h1", f"Profile of {self.label}"
+        yield "p", (f"Source: {self.source}. Units: Linear rows, Conv filters, attention/FFN projection rows. "
+                    f"Indices: PQI I_(p={s.p:g}, q={s.q:g}), SI/TSI/m at q={s.si_q:g}; S1 kept counts at "
+                    f"q={s.s1_q:g} for a relative ℓ1 tail ε per unit; SAP at η={s.eta:g}, γ={s.gamma:g}, β={s.beta:g}.")
+        yield "h2", "Model"
+        yield "table", pd.DataFrame([self.summary])
+        yield "h2", "Layers"
+        yield "table", self.layers.drop(columns=["model"])
+        yield "figure", "indices by layer"
+        yield "h2", "Compressibility curve"
+        yield "p", ("Kept fraction of weights for every unit's relative ℓ1 tail ≤ ε: the S1 guarantee "
+                    "(sufficient) and the exact count needed.")
+        yield "table", self.curves[self.curves.layer == "(model)"].drop(columns=["layer"])
+        yield "figure", "compressibility curve"
+        if self.verification is not None:
+            yield "h2", "Verification: pruned by the predicted budgets (no retraining)"
+            yield "p", f"Data: {self.data_name}. Degradation measured as {self.degradation}."
+            yield "table", self.verification
+            if self.bound is not None:
+                yield "p", "S4 (ReLU MLP): observed output deviation against the guaranteed bounds."
+                yield "table", self.bound
+            yield "figure", "predicted vs measured"
+        yield "p", _MASKS_NOTE
+        if self.export:
+            yield "h2", "Structured export (physically smaller dense model)"
+            yield "table", pd.DataFrame([{k: v for k, v in self.export.items() if not isinstance(v, (dict, list))}])
+        yield "h2", "Skipped parameters"
+        yield "table", self.skipped.assign(shape=self.skipped["shape"].astype(str))
+        for note in self.notes:
+            yield "p", note
+
+    def to_markdown(self, path=None) -> str:
+        lines = []
+        for kind, x in self._sections():
+            if kind == "h1":
+                lines.append(f"# {x}\n")
+            elif kind == "h2":
+                lines.append(f"\n## {x}\n")
+            elif kind == "p":
+                lines.append(f"{x}\n")
+            elif kind == "table":
+                lines.append(_md(x) + "\n")
+        text = "\n".join(lines)
+        if path is not None:
+            _write(path, text)
+        return text
+
+    def to_html(self, path=None) -> str:
+        text = _page(f"lqtheory profile: {self.label}", self.html_body())
+        if path is not None:
+            _write(path, text)
+        return text
+
+    def html_body(self) -> str:
+        """The report's HTML without the page around it (plots embedded as base64 PNG)."""
+        figs = self.figures()
+        parts = []
+        for kind, x in self._sections():
+            if kind in ("h1", "h2"):
+                parts.append(f"<{kind}>{html.escape(x)}</{kind}>")
+            elif kind == "p":
+                parts.append(f"<p>{html.escape(x)}</p>")
+            elif kind == "table":
+                parts.append(_html_table(x))
+            elif kind == "figure" and figs.get(x) is not None:
+                parts.append(f'<img alt="{html.escape(x)}" src="data:image/png;base64,{_png(figs[x])}">')
+        for fig in figs.values():  # figures not shown in a section
+            if fig is not None:
+                import matplotlib.pyplot as plt
+
+                plt.close(fig)
+        return "\n".join(parts)
+
+
+def combined_html(profiles, comparison=None, title: str = "lqtheory profile") -> str:
+    """One self-contained page: the comparison (if any), then every profile."""
+    parts = [comparison.html_body()] if comparison is not None else []
+    parts += [p.html_body() for p in profiles]
+    return _page(title, "\n<hr>\n".join(parts))
+
+
+def _page(title: str, body: str) -> str:
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;}table{border-collapse:collapse;"
+             "font-size:12px;margin:0.5em 0;}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;}"
+             "img{max-width:100%;}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
+
+
+# -------------------------------------------------------------------------------------------------- comparison
+@dataclass
+class Comparison:
+    """Two or more profiles of one architecture ranked by compressibility (``models``, ``layers``,
+    ``units``), and with data the agreement of that ranking with the measured prunability."""
+
+    profiles: list
+    models: pd.DataFrame
+    layers: pd.DataFrame
+    units: pd.DataFrame
+    agreement: dict | None
+
+    def to_markdown(self) -> str:
+        out = ["# Compressibility comparison\n", _md(self.models), "\n## By layer\n", _md(self.layers),
+               "\n## Unit by unit\n", _md(self.units)]
+        if self.agreement:
+            out += ["\n## Agreement with measured prunability\n", _md(pd.DataFrame([self.agreement]))]
+        return "\n".join(out)
+
+    def to_html(self, path=None) -> str:
+        text = _page("lqtheory profile: comparison", self.html_body())
+        if path is not None:
+            _write(path, text)
+        return text
+
+    def html_body(self) -> str:
+        body = ["<h1>Compressibility comparison</h1>", _html_table(self.models), "<h2>By layer</h2>",
+                _html_table(self.layers), "<h2>Unit by unit</h2>", _html_table(self.units)]
+        if self.agreement:
+            body += ["<h2>Agreement with measured prunability</h2>", _html_table(pd.DataFrame([self.agreement]))]
+        return "\n".join(body)
+
+    def to_dict(self) -> dict:
+        return dict(models=_jsonable(self.models), layers=_jsonable(self.layers), units=_jsonable(self.units),
+                    agreement=self.agreement)
+
+
+def compare(profiles, key: str = "m_over_d") -> Comparison:
+    """Rank profiles of one architecture: lower implied kept fraction ``m/d`` (``key``) = more compressible.
+
+    ``models``: one row per model with its rank; ``layers``: the rank within every layer; ``units``: for
+    every pair of models, the fraction of units (matched by layer and row) where the first is the more
+    compressible. With verification data on every profile, ``agreement`` compares the compressibility
+    ranking with the measured prunability: the degradation each model shows at the same ε budgets
+    (the exact budgets: every unit's relative ℓ1 tail at most ε; mean over ε; lower = more prunable) —
+    Kendall's τ between the two rankings (with two models: whether the signs of the differences agree)."""
+    from scipy.stats import kendalltau
+
+    profiles = list(profiles)
+    if len(profiles) < 2:
+        raise ValueError("compare needs two or more profiles")
+    ref = list(profiles[0].layers.layer)
+    for p in profiles[1:]:
+        if list(p.layers.layer) != ref or list(p.layers["shape"]) != list(profiles[0].layers["shape"]):
+            raise ValueError(f"{p.label} does not have the architecture of {profiles[0].label}: layers differ")
+    labels = [p.label for p in profiles]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"profiles need distinct labels, got {labels}")
+    models = pd.DataFrame([{k: p.summary[k] for k in ("model", "pqi_mean", "gini_mean", "m_over_d",
+                                                      *[c for c in p.summary if c.startswith("kept@")])}
+                           for p in profiles])
+    models["rank"] = models[key].rank(method="min").astype(int)
+    lay = pd.concat([p.layers[["model", "layer", key, "pqi_mean"]] for p in profiles])
+    lay["rank"] = lay.groupby("layer")[key].rank(method="min").astype(int)
+    layers = lay.pivot(index="layer", columns="model", values="rank").reindex(ref).reset_index()
+    pairs = []
+    for i in range(len(profiles)):
+        for j in range(i + 1, len(profiles)):
+            a, b = profiles[i].units, profiles[j].units
+            pairs.append(dict(first=labels[i], second=labels[j], units=len(a),
+                              first_sparser_pqi=float((a.pqi.values > b.pqi.values).mean()),
+                              first_smaller_m_over_d=float((a.m_over_d.values < b.m_over_d.values).mean())))
+    agreement = None
+    if all(p.verification is not None for p in profiles):
+        deg = []
+        for p in profiles:
+            v = p.verification[p.verification.budget == "exact"]
+            deg.append(float(v[p.degradation if p.degradation in v else "drift"].mean()))
+        models["measured_degradation"] = deg
+        models["prunability_rank"] = pd.Series(deg).rank(method="min").astype(int).values
+        if len(profiles) == 2:
+            same = (models[key][0] - models[key][1]) * (deg[0] - deg[1]) > 0
+            agreement = dict(models=2, agree=bool(same), measure="sign of the differences")
+        else:
+            tau = kendalltau(models[key], deg).statistic
+            agreement = dict(models=len(profiles), kendall_tau=float(tau), measure="Kendall tau")
+    return Comparison(profiles, models, layers, pd.DataFrame(pairs), agreement)
