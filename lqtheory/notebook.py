@@ -464,7 +464,7 @@ class Table:
         return self.frame.to_string(index=False)
 
     def _repr_html_(self) -> str:
-        return self.frame.to_html(index=False, border=0)
+        return table_html(self.frame)
 
 
 class Saved(tuple):
@@ -1158,3 +1158,28 @@ def findings(run: Run, *, notes: Mapping[str, str] | None = None, title: str = "
     from IPython.display import Markdown
 
     return Markdown(findings_markdown(run.claims, notes=notes, title=title))
+
+
+# ----------------------------------------------------------------------------------------------
+# HTML tables that read well in JupyterLab and in the report
+
+_NUMBER_TEXT = re.compile(r"^\s*(-?[\d,]*\.?\d+(e[+-]?\d+)?|-?inf|nan|yes|no|)\s*$", re.IGNORECASE)
+
+
+def table_html(frame) -> str:
+    """A formatted (all-string) frame as an HTML table: text left-aligned and free to wrap, numbers
+    right-aligned and never split across lines (JupyterLab right-aligns every cell otherwise)."""
+    import html as _html
+
+    columns = [str(c) for c in frame.columns]
+    rows = [[("" if v is None else str(v)) for v in row] for row in frame.itertuples(index=False)]
+    numeric = [all(_NUMBER_TEXT.match(r[i]) for r in rows) for i in range(len(columns))]
+
+    def cell(tag: str, text: str, num: bool) -> str:
+        style = "text-align: right; white-space: nowrap;" if num else "text-align: left;"
+        return f'<{tag} style="{style}">{_html.escape(text)}</{tag}>'
+
+    head = "".join(cell("th", c, n) for c, n in zip(columns, numeric, strict=True))
+    body = "".join("<tr>" + "".join(cell("td", v, n) for v, n in zip(r, numeric, strict=True)) + "</tr>"
+                   for r in rows)
+    return f'<table class="lqtheory-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

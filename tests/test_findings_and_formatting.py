@@ -66,3 +66,14 @@ def test_numbers_positional_and_integer_columns():
     assert "|    915 |" in md and "|  1,030 |" in md and "| 20,000 |" in md  # a count column: integers, grouped
     assert "0.25" in md and "nan" not in md
     assert r"1,030 & 0.25 & 2 \\" in latex_table(df, ".3g")
+
+
+def test_table_html_aligns_text_left_and_keeps_numbers_whole():
+    from lqtheory.notebook import Table, _formatted_frame
+
+    df = pd.DataFrame({"statement": ["a long statement <b>", "short"], "measured": [2.44e-15, 20000.0]})
+    html = Table(_formatted_frame(df, ".3g", False))._repr_html_()
+    assert '<th style="text-align: left;">statement</th>' in html
+    assert '<td style="text-align: left;">a long statement &lt;b&gt;</td>' in html
+    assert '<td style="text-align: right; white-space: nowrap;">2.44e-15</td>' in html
+    assert ">20000<" in html  # not an integer column (2.44e-15 is not whole): no grouping
