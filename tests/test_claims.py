@@ -405,3 +405,17 @@ def test_every_claim_call_in_the_notebooks_is_registered_for_its_notebook():
         # ids passed through a variable (run.estimate(tag, ...)) appear as string literals in the code
         seen.update(c.id for c in reg.values() if c.notebook == path.stem and f'"{c.id}"' in source)
     assert set(reg) == seen, f"registered but never evaluated: {sorted(set(reg) - seen)}"
+
+
+def test_profiles_restrict_where_a_claim_is_expected(isolated):
+    from lqtheory.ledger import ledger_frame
+
+    with pytest.raises(RegistryError, match="profiles must be a non-empty list"):
+        parse_registry(entry() + 'profiles = ["huge"]\n', "t.toml", notebooks={"nb"})
+    reg = parse_registry(entry() + 'profiles = ["paper"]\n', "t.toml", notebooks={"nb"})
+    assert reg["E9"].profiles == ("paper",) and load_registry()["E2"].profiles == ("ci", "default", "paper")
+    new_run()  # an empty record for nb
+    frame, _, _ = ledger_frame(isolated / "ci", ["nb"], reg, profile="ci")
+    assert frame.empty  # a paper-only claim is not "not evaluated" at ci
+    frame, _, _ = ledger_frame(isolated / "ci", ["nb"], reg, profile="paper")
+    assert list(frame["verdict"]) == ["not evaluated"]
