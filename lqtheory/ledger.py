@@ -90,10 +90,10 @@ def _to_decide(verdict: str, needed: Any, n: int | None, over: str) -> str:
 
 
 def _evidence(record: dict) -> str:
-    measured = record.get("measured", "")
-    if record.get("kind") == "empirical" and "; " in measured:
-        return measured.split("; ", 1)[1]  # what the notebook added after the interval summary
-    return "" if record.get("kind") == "empirical" else measured
+    """A theorem's measured evidence; for an empirical claim, what the notebook added to its interval."""
+    if record.get("kind") == "empirical":
+        return record.get("evidence", "")
+    return record.get("measured", "")
 
 
 def ledger_frame(folder: str | os.PathLike, notebooks: Iterable[str], registry: dict[str, RegisteredClaim],

@@ -272,6 +272,7 @@ def test_estimate_from_an_interval_and_the_over_label(capsys):
                    "n=400 vectors) [vectors 400]\n")
     c = read_claims(run.claims_path)["claims"][0]
     assert c["measured"] == "gain (fraction): 0.3 [0.1, 0.5], threshold > 0, n=400 vectors; vectors 400"
+    assert c["evidence"] == "vectors 400"
     assert c["interval"] == {"mean": 0.3, "lo": 0.1, "hi": 0.5, "n": 400, "sd": 2.0, "level": 0.95,
                              "method": "bootstrap"}
     assert c["provenance"] == "derived"
@@ -339,7 +340,7 @@ def test_registry_cache_sees_edits(tmp_path):
 def _ledger_inputs(isolated):
     run = new_run()
     run.claim("S1", measured={"max ratio": 0.5}, holds=True)
-    run.estimate("E2", samples=[0.005, 0.025, 0.012])  # inconclusive
+    run.estimate("E2", samples=[0.005, 0.025, 0.012], measured={"scopes": 3})  # inconclusive
     run.estimate("D1", interval=Interval(-2.44e-15, -3e-15, -1.9e-15, 400, 1e-14))  # contradicted, derived
     return load_registry()
 
@@ -356,6 +357,7 @@ def test_ledger_words_match_kind_and_provenance(isolated):
     assert e2["threshold"] == "< 0.02" and e2["n"] == "3 seeds" and e2["provenance"] == "[paper]"
     assert e2["to decide"] == f"≈{seeds_needed(mean_interval([0.005, 0.025, 0.012]), 0.02)} seeds"
     assert frame.set_index("id").loc["S1", "evidence"] == "max ratio 0.5"
+    assert e2["evidence"] == "scopes 3"  # only what the notebook added, not the metric text
     assert verdict_counts(frame) == {"holds": 1, "contradicted (our conjecture)": 1, "inconclusive": 1,
                                      "not evaluated": 1}
     assert verdict_label("empirical", "contradicted", "paper") == "contradicted"
