@@ -90,19 +90,20 @@ def _to_decide(verdict: str, needed: Any, n: int | None, over: str) -> str:
 
 
 def _evidence(record: dict) -> str:
-    measured = record.get("measured", "")
-    if record.get("kind") == "empirical" and "; " in measured:
-        return measured.split("; ", 1)[1]  # what the notebook added after the interval summary
-    return "" if record.get("kind") == "empirical" else measured
+    """A theorem's measured evidence; for an empirical claim, what the notebook added to its interval."""
+    if record.get("kind") == "empirical":
+        return record.get("evidence", "")
+    return record.get("measured", "")
 
 
 def ledger_frame(folder: str | os.PathLike, notebooks: Iterable[str], registry: dict[str, RegisteredClaim],
-                 exclude: Iterable[str] = ()):
+                 exclude: Iterable[str] = (), profile: str | None = None):
     """``(frame, missing, unregistered)``: every registered claim of ``notebooks`` with its recorded verdict.
 
     ``folder`` holds ``claims/<notebook>.json``; ``missing`` lists notebooks without a claims file;
     ``unregistered`` lists recorded ids absent from the registry (old records), which are left out.
-    Rows follow the notebooks' order, then the registry's.
+    Rows follow the notebooks' order, then the registry's. With ``profile``, claims registered for
+    other profiles only (``profiles = [...]`` in the registry) are left out unless recorded.
     """
     import pandas as pd
 
@@ -120,6 +121,8 @@ def ledger_frame(folder: str | os.PathLike, notebooks: Iterable[str], registry: 
     for name in notebooks:
         for claim in (c for c in registry.values() if c.notebook == name):
             rec = records.get(name, {}).get(claim.id)
+            if rec is None and profile is not None and profile not in claim.profiles:
+                continue  # not meant to be measured at this profile
             row = {"notebook": name, "id": claim.id, "provenance": f"[{claim.provenance}]", "kind": claim.kind,
                    "statement": claim.statement, "metric": claim.metric or "", "direction": claim.direction or "",
                    "threshold": claim.relation or "", "threshold_value": claim.threshold,

@@ -708,7 +708,7 @@ class Run:
                  "measured": f"{claim.metric}: {summary}" + (f"; {extra}" if extra else ""),
                  "holds": verdict == "supported",
                  "verdict": verdict, "metric": claim.metric, "threshold": claim.threshold,
-                 "direction": claim.direction, "interval": interval.to_dict(), "over": claim.over,
+                 "direction": claim.direction, "interval": interval.to_dict(), "over": claim.over, "evidence": extra,
                  "seeds_needed": needed}
         line = f"[{claim.id}] {verdict.upper()} — {claim.statement} (measured {summary})"
         if extra:

@@ -272,6 +272,7 @@ def test_estimate_from_an_interval_and_the_over_label(capsys):
                    "n=400 vectors) [vectors 400]\n")
     c = read_claims(run.claims_path)["claims"][0]
     assert c["measured"] == "gain (fraction): 0.3 [0.1, 0.5], threshold > 0, n=400 vectors; vectors 400"
+    assert c["evidence"] == "vectors 400"
     assert c["interval"] == {"mean": 0.3, "lo": 0.1, "hi": 0.5, "n": 400, "sd": 2.0, "level": 0.95,
                              "method": "bootstrap"}
     assert c["provenance"] == "derived"
@@ -339,7 +340,7 @@ def test_registry_cache_sees_edits(tmp_path):
 def _ledger_inputs(isolated):
     run = new_run()
     run.claim("S1", measured={"max ratio": 0.5}, holds=True)
-    run.estimate("E2", samples=[0.005, 0.025, 0.012])  # inconclusive
+    run.estimate("E2", samples=[0.005, 0.025, 0.012], measured={"scopes": 3})  # inconclusive
     run.estimate("D1", interval=Interval(-2.44e-15, -3e-15, -1.9e-15, 400, 1e-14))  # contradicted, derived
     return load_registry()
 
@@ -356,6 +357,7 @@ def test_ledger_words_match_kind_and_provenance(isolated):
     assert e2["threshold"] == "< 0.02" and e2["n"] == "3 seeds" and e2["provenance"] == "[paper]"
     assert e2["to decide"] == f"≈{seeds_needed(mean_interval([0.005, 0.025, 0.012]), 0.02)} seeds"
     assert frame.set_index("id").loc["S1", "evidence"] == "max ratio 0.5"
+    assert e2["evidence"] == "scopes 3"  # only what the notebook added, not the metric text
     assert verdict_counts(frame) == {"holds": 1, "contradicted (our conjecture)": 1, "inconclusive": 1,
                                      "not evaluated": 1}
     assert verdict_label("empirical", "contradicted", "paper") == "contradicted"
@@ -405,3 +407,17 @@ def test_every_claim_call_in_the_notebooks_is_registered_for_its_notebook():
         # ids passed through a variable (run.estimate(tag, ...)) appear as string literals in the code
         seen.update(c.id for c in reg.values() if c.notebook == path.stem and f'"{c.id}"' in source)
     assert set(reg) == seen, f"registered but never evaluated: {sorted(set(reg) - seen)}"
+
+
+def test_profiles_restrict_where_a_claim_is_expected(isolated):
+    from lqtheory.ledger import ledger_frame
+
+    with pytest.raises(RegistryError, match="profiles must be a non-empty list"):
+        parse_registry(entry() + 'profiles = ["huge"]\n', "t.toml", notebooks={"nb"})
+    reg = parse_registry(entry() + 'profiles = ["paper"]\n', "t.toml", notebooks={"nb"})
+    assert reg["E9"].profiles == ("paper",) and load_registry()["E2"].profiles == ("ci", "default", "paper")
+    new_run()  # an empty record for nb
+    frame, _, _ = ledger_frame(isolated / "ci", ["nb"], reg, profile="ci")
+    assert frame.empty  # a paper-only claim is not "not evaluated" at ci
+    frame, _, _ = ledger_frame(isolated / "ci", ["nb"], reg, profile="paper")
+    assert list(frame["verdict"]) == ["not evaluated"]
