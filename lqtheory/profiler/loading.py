@@ -237,7 +237,10 @@ def load_model(model, arch: str | None = None, input_shape: tuple[int, ...] | No
                 json.loads((path / "config.json").read_text())
             except json.JSONDecodeError as err:
                 _fail(f"{path}/config.json is not JSON ({err})")
-            return _load_hf_dir(path)
+            loaded = _load_hf_dir(path)
+            if path.name in ("model", "models") and path.parent.name:  # e.g. <package>/model
+                loaded.label = path.parent.name
+            return loaded
         _fail(f"{path}: a directory that is neither a run folder (results.json + checkpoint.pt) nor a Hugging Face "
               "model (config.json)")
     loaded = _load_file(path, arch, input_shape)

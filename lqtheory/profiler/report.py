@@ -152,7 +152,8 @@ class Profile:
         out = dict(label=self.label, source=self.source, settings=self.settings.__dict__, summary=self.summary,
                    data=self.data_name, degradation=self.degradation, meta=self.meta, notes=self.notes + [_MASKS_NOTE],
                    layers=_jsonable(self.layers), curves=_jsonable(self.curves), skipped=_jsonable(self.skipped),
-                   verification=_jsonable(self.verification), bound=_jsonable(self.bound), export=self.export)
+                   verification=_jsonable(self.verification), bound=_jsonable(self.bound),
+                   export=None if self.export is None else {k: v for k, v in self.export.items() if k != "model"})
         if units:
             out["units"] = _jsonable(self.units)
         return out
