@@ -135,7 +135,8 @@ def ledger_frame(folder: str | os.PathLike, notebooks: Iterable[str], registry: 
                 row["evidence"] = _evidence(rec)
                 iv = _interval(rec)
                 if iv is not None:
-                    row.update(measured=str(iv), n=f"{iv.n} {claim.over}", mean=iv.mean,
+                    unit = claim.over[:-1] if iv.n == 1 and claim.over.endswith("s") else claim.over
+                    row.update(measured=str(iv), n=f"{iv.n} {unit}", mean=iv.mean,
                                lo=iv.lo if math.isfinite(iv.lo) else None, hi=iv.hi if math.isfinite(iv.hi) else None,
                                seeds_needed=rec.get("seeds_needed"),
                                **{"to decide": _to_decide(rec["verdict"], rec.get("seeds_needed"), iv.n, claim.over)})

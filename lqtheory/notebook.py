@@ -703,7 +703,8 @@ class Run:
         verdict = three_way(interval, claim.threshold, claim.direction)
         needed = seeds_needed(interval, claim.threshold, interval.level) if verdict == "inconclusive" else None
         extra = format_evidence(measured)
-        summary = f"{interval}, threshold {claim.relation}, n={interval.n} {claim.over}"
+        over = claim.over[:-1] if interval.n == 1 and claim.over.endswith("s") else claim.over  # "n=1 seed"
+        summary = f"{interval}, threshold {claim.relation}, n={interval.n} {over}"
         entry = {"id": claim.id, "statement": claim.statement, "provenance": claim.provenance, "kind": claim.kind,
                  "measured": f"{claim.metric}: {summary}" + (f"; {extra}" if extra else ""),
                  "holds": verdict == "supported",

@@ -244,7 +244,7 @@ def test_estimate_three_way_verdicts(samples, verdict, capsys):
     line = capsys.readouterr().out
     assert line.startswith(f"[E2] {verdict.upper()} — SI-adaptive stays within 2 points of dense accuracy "
                            "(measured ")
-    assert f"threshold < 0.02, n={len(samples)} seeds)" in line
+    assert f"threshold < 0.02, n={len(samples)} {'seed' if len(samples) == 1 else 'seeds'})" in line
     c = read_claims(run.claims_path)["claims"][0]
     assert c["verdict"] == verdict and c["holds"] == (verdict == "supported")
     assert c["threshold"] == 0.02 and c["direction"] == "below" and c["interval"]["n"] == len(samples)
