@@ -228,10 +228,11 @@ def test_export_gives_a_smaller_model():
     m = _mlp(0, width=64)
     with torch.no_grad():  # half the neurons of the first layer nearly silent: prunable as whole neurons
         m[1].weight[32:] *= 1e-3
-    p = profile(m, "digits", n_data=64, export=0.1)
+    p = profile(m, "digits", n_data=64, eps=(0.1,), export=0.01)
     e = p.export
-    assert e["status"] == "ok" and e["params"] < e["dense_params"] and e["theoretical_speedup"] > 1
-    assert e["export_drift"] < 0.05
+    assert e["status"] == "ok" and e["theoretical_speedup"] > 1
+    assert e["params"] <= e["dense_params"] - 32 * (64 + 1 + 64)  # 32 neurons: their rows, biases, next inputs
+    assert e["export_drift"] < 0.25 and e["units_kept_exact"] <= e["units_kept_s1"]
 
 
 def test_english_corpus_is_offline_and_deterministic():
