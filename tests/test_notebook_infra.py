@@ -25,14 +25,11 @@ import torch  # noqa: E402
 from lqtheory import notebook as nbmod  # noqa: E402
 from lqtheory.notebook import (  # noqa: E402
     check_notebook,
-    claims_path,
-    collect_claims,
     figures_dir,
     format_measured,
     format_number,
     markdown_table,
     percent_to_notebook,
-    read_claims,
     setup,
 )
 
@@ -289,73 +286,7 @@ def test_markdown_table_alignment_and_index():
 # Claims
 
 
-def test_claims_are_recorded_printed_and_replaced(capsys, isolated):
-    run = setup("nb", namespace(), PROFILES)
-    capsys.readouterr()
-    run.claim("S1", "Stechkin bound on 12000 vectors", "[derived]", {"max ratio": np.float64(0.93412)}, True)
-    run.claim("E2", "SI-adaptive keeps accuracy", "paper", 0.912345, np.bool_(False), kind="empirical")
-    run.claim("S1", "Stechkin bound on 12000 vectors", "[derived]", {"max ratio": torch.tensor(0.5)},
-              torch.tensor(True))
-    out = capsys.readouterr().out.splitlines()
-    assert out == [
-        "[S1] HOLDS — Stechkin bound on 12000 vectors (max ratio 0.934)",
-        "[E2] DOES NOT REPRODUCE — SI-adaptive keeps accuracy (0.912)",
-        "[S1] HOLDS — Stechkin bound on 12000 vectors (max ratio 0.5)",
-    ]
-    record = read_claims(claims_path("nb", "ci"))
-    assert [c["id"] for c in record["claims"]] == ["S1", "E2"]  # replaced by id, order kept
-    assert record["claims"][0] == {"id": "S1", "statement": "Stechkin bound on 12000 vectors",
-                                   "provenance": "derived", "kind": "theorem", "measured": "max ratio 0.5",
-                                   "holds": True, "verdict": "holds"}
-    assert record["claims"][1]["verdict"] == "does not reproduce"
-    assert record["notebook"] == "nb" and record["profile"] == "ci" and record["parameters"]["n"] == 10
-    assert not list((isolated / "ci" / "claims").glob(".*"))  # no temporary files left behind
-    # A fresh setup starts a fresh record (claims removed from a notebook do not linger).
-    setup("nb", namespace(), PROFILES)
-    assert read_claims(claims_path("nb", "ci"))["claims"] == []
-
-
-def test_violated_theorem_is_recorded_then_raises(capsys):
-    run = setup("nb", namespace(), PROFILES)
-    capsys.readouterr()
-    with pytest.raises(AssertionError, match="theorem claim T1 does not hold"):
-        run.claim("T1", "ratio at most one", "[derived]", "max ratio 1.2", False)
-    assert capsys.readouterr().out == "[T1] DOES NOT HOLD — ratio at most one (max ratio 1.2)\n"
-    assert read_claims(run.claims_path)["claims"][0]["verdict"] == "does not hold"
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "pattern"),
-    [
-        ({"claim_id": ""}, ValueError, "claim_id"),
-        ({"claim_id": "[S1]"}, ValueError, "claim_id"),
-        ({"statement": "two\nlines"}, ValueError, "one-line"),
-        ({"provenance": "folklore"}, ValueError, "provenance"),
-        ({"kind": "conjecture"}, ValueError, "kind"),
-        ({"holds": 0.99}, TypeError, "holds must be a bool"),
-        ({"holds": torch.tensor([True, False])}, ValueError, "single truth value"),
-    ],
-)
-def test_claim_argument_errors(kwargs, error, pattern):
-    run = setup("nb", namespace(), PROFILES)
-    args = {"claim_id": "S1", "statement": "s", "provenance": "[paper]", "measured": 1, "holds": True}
-    args.update(kwargs)
-    with pytest.raises(error, match=pattern):
-        run.claim(**args)
-
-
-def test_collect_claims_lists_missing_notebooks(isolated):
-    for name, holds in (("01_a", True), ("02_b", False)):
-        run = setup(name, namespace(), PROFILES)
-        run.claim("X", f"claim of {name}", "[paper]", 1, holds, kind="empirical")
-    setup("99_ledger", namespace(), PROFILES)
-    table, missing = collect_claims(isolated / "ci", expected=["01_a", "02_b", "03_c"], exclude=["99_ledger"])
-    assert list(table["notebook"]) == ["01_a", "02_b"]
-    assert list(table["verdict"]) == ["holds", "does not reproduce"]
-    assert list(table["provenance"]) == ["[paper]", "[paper]"]
-    assert missing == ["03_c"]
-    empty, missing = collect_claims(isolated / "nowhere", expected=["01_a"])
-    assert empty.empty and missing == ["01_a"]
+# Run.claim / Run.estimate and collect_claims are tested in tests/test_claims.py (they need a registry).
 
 
 def test_number_formatting():
@@ -391,7 +322,7 @@ PROFILES = {{"ci": dict(n=1), "default": dict(n=2), "paper": dict(n=3)}}
 run = setup("{name}", globals(), profiles=PROFILES)
 
 # %%
-run.claim("A", "n positive", "[derived]", run.n, run.n > 0)
+run.claim("A", measured=run.n, holds=run.n > 0)
 '''
 
 
