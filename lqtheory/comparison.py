@@ -295,9 +295,11 @@ def standard_config(profile: str, method: str, scope: str = "neuron", seed: int 
                     **changes):
     """The :class:`lqtheory.experiment.ExperimentConfig` of one run at ``profile``'s shared settings.
 
-    ``method``/``scope``/``seed`` as usual; ``changes`` override any field (e.g. ``p=0.5, q=1.0,
-    gamma=1.0`` for SAP(0.5, 1), which equals SI-adaptive(c=1) up to its method name). Notebooks that
-    build their configurations here share every run they have in common.
+    ``method``/``scope``/``seed`` as usual; ``changes`` override any field. Notebooks that build their
+    configurations here share every run they have in common. SAP(0.5, 1) and SI-adaptive(q=0.5, c=1)
+    are the same rule (:class:`lqtheory.pruning.SIAdaptive` is SAP with ``(p, q) = (q_small, 1)``), but
+    the method name is part of the run id: to share those runs, build both as
+    ``standard_config(profile, "si-adaptive", scope, seed, p=0.5, q=1.0, gamma=1.0)`` (notebook 05 does).
     """
     from lqtheory.experiment import ExperimentConfig
 
