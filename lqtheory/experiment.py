@@ -3,7 +3,10 @@
 One run (:func:`run_experiment`) [paper: 2022 code and ICLR 2023 Algorithm 1]:
 
 * build the model from a seed and keep its initial state ``w_init`` (weights, biases, BN buffers);
-* ``t = 0``: train the dense model for ``epochs`` epochs; its weights are the *dense trained* weights;
+* ``t = 0``: the *dense trained* weights, from the dense stage (:func:`ensure_dense`): the model trained
+  ``dense_epochs`` epochs (default: ``epochs``), a content-addressed artifact ``<out>/dense/<dense_id>/``
+  trained once per (data, model, seed, training settings, dense length) and shared by every method and
+  scope that starts from it; never retrained;
 * ``t = 1..T``: ``prune_step`` on the latest trained weights (One-Shot ranks by the dense trained
   weights), evaluate the *just-pruned* model (latest trained weights under the new mask), rewind every
   surviving weight, every bias and the BN state to ``w_init``, retrain ``epochs`` epochs under the
@@ -28,6 +31,14 @@ machine without GPU name the same run. The folder holds:
   resumed run is bit-identical to an uninterrupted one on the same device;
 * ``mask_<t>.pt`` — the mask after iteration ``t`` (:meth:`lqtheory.masks.Mask.save` format);
 * ``results.json`` — the records, the metadata and the SHA-256 of every mask file.
+
+Data identity: every run records the SHA-256 of the tensors it trained and tested on
+(:func:`data_fingerprint`, after subsetting) in ``config.json``, ``results.json`` and the checkpoint, and
+the dense artifact records it too. Reloading or resuming a run, or reusing a dense artifact, with data
+whose fingerprint differs raises :class:`DataMismatchError` naming both fingerprints.
+
+The control (``method="control"``) runs the same schedule with nothing pruned; see
+:mod:`lqtheory.comparison` for effects against it and matched-fraction comparisons.
 
 Every file is written atomically (temporary file + ``os.replace``). ``checkpoint.pt`` and
 ``results.json`` carry a SHA-256 of their content and the mask files' digests are listed in both, so a
@@ -62,9 +73,14 @@ from lqtheory.training import Callback, TrainConfig, evaluate, progress_enabled,
 __all__ = [
     "COLUMNS",
     "CorruptRunError",
+    "DataMismatchError",
     "ExperimentConfig",
     "Results",
+    "data_fingerprint",
+    "dense_id",
     "derive_seed",
+    "ensure_dense",
+    "load_dense",
     "load_checkpoint",
     "load_results",
     "load_run",
@@ -103,6 +119,11 @@ COLUMNS: dict[str, str] = {
 
 class CorruptRunError(RuntimeError):
     """A run folder holds a file that is corrupt, truncated, foreign or inconsistent with the others."""
+
+
+class DataMismatchError(CorruptRunError):
+    """A stored run or dense artifact was made on other data than the data loaded now (its data
+    fingerprint differs, or it has none). The message names both fingerprints."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,6 +205,7 @@ class ExperimentConfig:
     stat_q: float = 1.0
     si_q: float = 0.5
     device: str = "auto"
+    dense_epochs: int | None = None
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
@@ -195,6 +217,8 @@ class ExperimentConfig:
         set_("scope", self.scope.strip().lower())
         _int_field(self.iterations, "iterations", 0)
         _int_field(self.epochs, "epochs", 0)
+        if self.dense_epochs is not None:
+            _int_field(self.dense_epochs, "dense_epochs", 0)
         _int_field(self.seed, "seed", 0)
         _int_field(self.data_seed, "data_seed", 0)
         for name in ("n_train", "n_test"):
@@ -203,6 +227,12 @@ class ExperimentConfig:
         if not isinstance(self.device, str):
             raise TypeError(f"device must be a string, got {type(self.device).__name__}")
         set_("device", self.device.strip().lower())
+        if self.method == "control":
+            # Nothing is pruned, so the pruning hyper-parameters have no effect: one control run (one
+            # run id) serves every method and scope of a seed.
+            for f in dataclasses.fields(self):
+                if f.name in ("scope", "p", "q", "eta", "gamma", "beta", "rate"):
+                    set_(f.name, f.default)
         prune = self.prune_config()  # validates method, scope, p, q, eta, gamma, beta, rate
         for name in ("p", "q", "eta", "gamma", "beta", "rate"):
             set_(name, getattr(prune, name))
@@ -229,8 +259,17 @@ class ExperimentConfig:
             rate=self.rate,
         )
 
+    @property
+    def resolved_dense_epochs(self) -> int:
+        """Epochs of the dense training (t = 0): ``dense_epochs``, or ``epochs`` when it is None."""
+        return self.epochs if self.dense_epochs is None else self.dense_epochs
+
+    def dense_train_config(self) -> TrainConfig:
+        """The :class:`lqtheory.training.TrainConfig` of the dense training (``resolved_dense_epochs``)."""
+        return dataclasses.replace(self.train_config(), epochs=self.resolved_dense_epochs)
+
     def train_config(self) -> TrainConfig:
-        """The :class:`lqtheory.training.TrainConfig` of every iteration's (re)training."""
+        """The :class:`lqtheory.training.TrainConfig` of every iteration's retraining (``epochs``)."""
         return TrainConfig(
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
             nesterov=self.nesterov, weight_decay=self.weight_decay, schedule=self.schedule,
@@ -285,6 +324,8 @@ class ExperimentConfig:
         """One line naming the run's main settings, for logs and tables."""
         bits = [f"{self.dataset}", self.model, f"{self.method}/{self.scope}", f"T={self.iterations}",
                 f"E={self.epochs}", f"seed={self.seed}"]
+        if self.dense_epochs is not None:
+            bits.insert(5, f"dense E={self.dense_epochs}")
         if self.method in ("sap", "si-adaptive"):
             bits.insert(3, f"p={self.p:g} q={self.q:g} eta={self.eta:g} gamma={self.gamma:g}")
         else:
@@ -396,6 +437,7 @@ class Results:
     records: list[dict]
     metadata: dict
     complete: bool
+    data_fingerprint: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -422,7 +464,8 @@ class Results:
             extra = {
                 "run_id": self.run_id, "dataset": cfg.dataset, "model": cfg.model, "method": cfg.method,
                 "scope": cfg.scope, "seed": cfg.seed, "p": cfg.p, "q": cfg.q, "eta": cfg.eta, "gamma": cfg.gamma,
-                "rate": cfg.rate,
+                "rate": cfg.rate, "epochs": cfg.epochs, "dense_epochs": cfg.resolved_dense_epochs,
+                "iterations": cfg.iterations,
             }
             for i, (k, v) in enumerate(extra.items()):
                 df.insert(i, k, v)
@@ -455,7 +498,8 @@ def load_run(run_dir: str | os.PathLike) -> Results:
         complete = bool(body["complete"])
     except (KeyError, TypeError, ValueError) as err:
         raise CorruptRunError(f"{path} is not a results file of this version: {err}") from err
-    return Results(config=config, run_dir=run_dir, records=records, metadata=metadata, complete=complete)
+    return Results(config=config, run_dir=run_dir, records=records, metadata=metadata, complete=complete,
+                   data_fingerprint=body.get("data_fingerprint"))
 
 
 def load_checkpoint(run_dir: str | os.PathLike) -> dict:
@@ -485,9 +529,197 @@ def _full_dataset(name: str):
     return load_dataset(name, device="cpu")
 
 
+def data_fingerprint(data) -> str:
+    """SHA-256 (hex) of the tensors a run trains and tests on: ``x_train``, ``y_train``, ``x_test``,
+    ``y_test`` of a :class:`lqtheory.data.Dataset` (after subsetting), each with its name, dtype and shape.
+
+    It identifies the data by content, not by path: the same IDX files read from another folder give
+    the same fingerprint, other files (or another split) give another. Computed on CPU copies, so it
+    does not depend on the device.
+    """
+    h = hashlib.sha256(b"lqtheory-data-v1")
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        t = getattr(data, name).detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _subset_and_fingerprint(dataset: str, n_train, n_test, data_seed: int):
+    # Cached per process: a notebook runs many seeds/methods on one subset, hashed once.
+    data = _full_dataset(dataset).subset(n_train, n_test, seed=data_seed)
+    return data, data_fingerprint(data)
+
+
 def _load_data(config: ExperimentConfig, device: torch.device):
-    # The full CPU copy is cached: notebooks run many seeds/methods on one data set.
-    return _full_dataset(config.dataset).subset(config.n_train, config.n_test, seed=config.data_seed).to(device)
+    """``(dataset on device, data fingerprint)`` of the run's subset."""
+    data, fingerprint = _subset_and_fingerprint(config.dataset, config.n_train, config.n_test, config.data_seed)
+    return data.to(device), fingerprint
+
+
+def _check_fingerprint(stored: str | None, current: str, where: Path) -> None:
+    if stored == current:
+        return
+    if stored is None:
+        raise DataMismatchError(
+            f"{where} records no data fingerprint (written before runs recorded the data they used), so it "
+            f"cannot be checked against the data loaded now (fingerprint {current}); delete it to recompute"
+        )
+    raise DataMismatchError(
+        f"{where} was computed on other data: stored data fingerprint {stored}, data loaded now {current} "
+        "(another data folder, file or split?); point the loader at the original data or delete the folder"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The dense stage: one content-addressed artifact per (data, model, seed, training settings)
+# --------------------------------------------------------------------------------------------------
+
+DENSE_FORMAT = 1
+_DENSE_FIELDS = ("dataset", "model", "seed", "data_seed", "n_train", "n_test", "lr", "momentum", "nesterov",
+                 "weight_decay", "schedule", "grad_clip", "batch_size", "l1_penalty")
+
+
+def dense_identity(config: ExperimentConfig) -> dict[str, Any]:
+    """What the dense trained model depends on: the data identity (dataset, subset sizes, data seed),
+    the model and its seed, the training settings, the dense length and the device type. The pruning
+    method, scope, exponents, iterations and retraining epochs are not part of it."""
+    if not isinstance(config, ExperimentConfig):
+        raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
+    out = {name: getattr(config, name) for name in _DENSE_FIELDS}
+    out["dense_epochs"] = config.resolved_dense_epochs
+    out["device_type"] = config.device_type()
+    return out
+
+
+def dense_id(config: ExperimentConfig) -> str:
+    """Short hash (16 hex digits) of :func:`dense_identity`: the name of the dense artifact
+    ``<out>/dense/<dense_id>/`` shared by every run that starts from the same dense trained model."""
+    payload = _canonical_json({"format": DENSE_FORMAT, **dense_identity(config)})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _dense_dir(config: ExperimentConfig, out) -> Path:
+    return Path(out) / "dense" / dense_id(config)
+
+
+def _build_model(config: ExperimentConfig, data, device: torch.device):
+    from lqtheory.models import build_model
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(derive_seed(config.seed, "init"))
+        return build_model(config.model, data.input_shape, data.num_classes).to(device)
+
+
+def load_dense(path: str | os.PathLike, *, fingerprint: str | None = None) -> dict:
+    """The verified contents of a dense artifact folder (see :func:`ensure_dense`).
+
+    Returns ``dense.json``'s fields (``dense_id``, ``identity``, ``data_fingerprint``, ``accuracy``,
+    ``loss``, ``train_loss``, ``history``, ``metadata``) plus ``w_init`` and ``dense`` (CPU state
+    dicts). Both files' checksums are checked, and ``dense.pt`` against the digest in ``dense.json``
+    (:class:`CorruptRunError` otherwise); with ``fingerprint``, a different data fingerprint raises
+    :class:`DataMismatchError` naming both.
+    """
+    path = Path(path)
+    info_path, weights_path = path / "dense.json", path / "dense.pt"
+    if not info_path.is_file() or not weights_path.is_file():
+        raise CorruptRunError(f"{path} is not a complete dense artifact (dense.json and dense.pt expected)")
+    info = _read_checked_json(info_path)
+    if info.get("format") != DENSE_FORMAT or info.get("dense_id") != path.name:
+        raise CorruptRunError(f"{info_path} belongs to another dense artifact or format")
+    if _sha256(weights_path.read_bytes()) != info.get("weights_sha256"):
+        raise CorruptRunError(f"{weights_path} does not match the digest recorded in {info_path}")
+    weights = _read_checkpoint(weights_path)
+    if weights.get("dense_id") != path.name:
+        raise CorruptRunError(f"{weights_path} belongs to another dense artifact")
+    if fingerprint is not None:
+        _check_fingerprint(info.get("data_fingerprint"), fingerprint, path)
+    return {**info, "w_init": weights["w_init"], "dense": weights["dense"]}
+
+
+def ensure_dense(
+    config: ExperimentConfig,
+    out: str | os.PathLike = "runs",
+    *,
+    progress: bool | None = None,
+    threads: int | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> Path:
+    """The dense trained model of ``config``: train it once, then reuse it. Returns its folder.
+
+    ``<out>/dense/<dense_id>/`` (:func:`dense_id`) holds ``dense.pt`` (``w_init`` and the dense trained
+    state, checksummed) and ``dense.json`` (its test accuracy / loss, last training loss, per-epoch
+    history, the data fingerprint, the identity, versions, and the digest of ``dense.pt``). The model is
+    built from ``derive_seed(seed, "init")`` and trained ``resolved_dense_epochs`` epochs with
+    ``derive_seed(seed, 0, "train")``, exactly what ``t = 0`` of a run did before the dense stage was
+    separate, so with ``dense_epochs=None`` old runs keep their numbers. It is trained into a temporary
+    folder and moved into place with one ``os.rename`` (atomic): a crash leaves no partial artifact,
+    and when two processes race, one rename wins and the other's copy is discarded. An existing
+    artifact is verified (checksums, data fingerprint) and used, never retrained; a corrupt one raises
+    :class:`CorruptRunError`. ``callbacks`` see the dense training when this call performs it.
+    """
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return ensure_dense(config, out, progress=progress, callbacks=callbacks)
+        finally:
+            torch.set_num_threads(before)
+    if not isinstance(config, ExperimentConfig):
+        raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
+    device = resolve_device(config.device)
+    final = _dense_dir(config, out)
+    data, fingerprint = _load_data(config, device)
+    if final.exists():
+        load_dense(final, fingerprint=fingerprint)
+        return final
+    import shutil
+    import uuid
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        started = time.perf_counter()
+        model = _build_model(config, data, device)
+        w_init = _clone_state(model)
+        history = train(
+            model, data, config.dense_train_config(), device=device, seed=derive_seed(config.seed, 0, "train"),
+            callbacks=callbacks, progress=progress_enabled(progress), desc="dense",
+        )
+        if history:
+            acc, loss = history[-1]["test_accuracy"], history[-1]["test_loss"]
+        else:
+            acc, loss = evaluate(model, data.x_test, data.y_test, task=data.task)
+        _write_checkpoint(tmp / "dense.pt", {"format": DENSE_FORMAT, "dense_id": final.name,
+                                             "w_init": _to_cpu(w_init), "dense": _to_cpu(_clone_state(model))})
+        _write_checked_json(tmp / "dense.json", {
+            "format": DENSE_FORMAT,
+            "dense_id": final.name,
+            "identity": dense_identity(config),
+            "data_fingerprint": fingerprint,
+            "accuracy": acc,
+            "loss": loss,
+            "train_loss": history[-1]["train_loss"] if history else None,
+            "history": history,
+            "seconds": time.perf_counter() - started,
+            "metadata": _metadata(device),
+            "weights_sha256": _sha256((tmp / "dense.pt").read_bytes()),
+        })
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.exists():
+                raise
+            # another process finished the same artifact first: use theirs (verified below)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    load_dense(final, fingerprint=fingerprint)
+    return final
 
 
 def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -547,16 +779,15 @@ def _metadata(device: torch.device) -> dict:
 class _Run:
     """State of a run in progress; one method per step of the loop."""
 
-    def __init__(self, config: ExperimentConfig, run_dir: Path, device: torch.device):
-        from lqtheory.models import build_model, count_multiply_adds, prunable_parameters
+    def __init__(self, config: ExperimentConfig, run_dir: Path, device: torch.device, out: Path):
+        from lqtheory.models import count_multiply_adds, prunable_parameters
 
         self.config = config
         self.run_dir = run_dir
+        self.out = out
         self.device = device
-        self.data = _load_data(config, device)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(derive_seed(config.seed, "init"))
-            self.model = build_model(config.model, self.data.input_shape, self.data.num_classes).to(device)
+        self.data, self.fingerprint = _load_data(config, device)
+        self.model = _build_model(config, self.data, device)
         self.prunable = lambda: {n: p.detach() for n, p in prunable_parameters(self.model).items()}
         self.macs = lambda mask: count_multiply_adds(self.model, self.data.input_shape, mask)
         self.w_init = _clone_state(self.model)
@@ -572,6 +803,7 @@ class _Run:
         c = ckpt
         if c.get("run_id") != self.run_dir.name or c.get("format") != FORMAT_VERSION:
             raise CorruptRunError(f"{_checkpoint_path(self.run_dir)} belongs to another run or format")
+        _check_fingerprint(c.get("data_fingerprint"), self.fingerprint, _checkpoint_path(self.run_dir))
         w_init = c["w_init"]
         if set(w_init) != set(self.w_init) or any(w_init[k].shape != v.shape for k, v in self.w_init.items()):
             raise CorruptRunError(f"{_checkpoint_path(self.run_dir)} holds a different model")
@@ -601,6 +833,7 @@ class _Run:
             {
                 "format": FORMAT_VERSION,
                 "run_id": self.run_dir.name,
+                "data_fingerprint": self.fingerprint,
                 "w_init": _to_cpu(self.w_init),
                 "dense": _to_cpu(self.dense) if self.dense is not None else None,
                 "latest": _to_cpu(self.latest) if self.latest is not None else None,
@@ -619,6 +852,8 @@ class _Run:
                 "format": FORMAT_VERSION,
                 "run_id": self.run_dir.name,
                 "config": self.config.to_dict(),
+                "data_fingerprint": self.fingerprint,
+                "dense_id": dense_id(self.config),
                 "complete": complete,
                 "metadata": {**metadata, "mask_sha256": dict(self.mask_sha)},
                 "records": self.records,
@@ -654,17 +889,31 @@ class _Run:
             )
             pruned_flat, pruned_layers = _statistics(self.prunable(), self.mask, cfg, "pruned_")
 
-        # rewind everything (weights, biases, BN buffers) to w_init, then retrain under the mask
-        self.model.load_state_dict(self.w_init)
-        history = train(
-            self.model, self.data, cfg.train_config(), mask=self.mask, device=self.device,
-            seed=derive_seed(cfg.seed, t, "train"), callbacks=callbacks, progress=progress,
-            desc=f"iteration {t}",
-        )
-        if history:
-            acc, loss = history[-1]["test_accuracy"], history[-1]["test_loss"]
-        else:  # epochs = 0: the rewound model itself
-            acc, loss = evaluate(self.model, self.data.x_test, self.data.y_test, task=self.data.task)
+        if t == 0:
+            # the dense stage: a shared artifact, trained once (by this call or an earlier run), never retrained
+            dense = load_dense(
+                ensure_dense(cfg, self.out, progress=progress, callbacks=callbacks), fingerprint=self.fingerprint
+            )
+            if any(not torch.equal(dense["w_init"][k], v.cpu()) for k, v in self.w_init.items()):
+                raise CorruptRunError(
+                    f"dense artifact {dense['dense_id']}: its w_init differs from the model rebuilt from the seed "
+                    "(another torch version or model code?); delete it to retrain"
+                )
+            self.model.load_state_dict(_to_device(dense["dense"], self.device))
+            acc, loss = dense["accuracy"], dense["loss"]
+            history = [{"train_loss": dense["train_loss"]}] if dense["train_loss"] is not None else []
+        else:
+            # rewind everything (weights, biases, BN buffers) to w_init, then retrain under the mask
+            self.model.load_state_dict(self.w_init)
+            history = train(
+                self.model, self.data, cfg.train_config(), mask=self.mask, device=self.device,
+                seed=derive_seed(cfg.seed, t, "train"), callbacks=callbacks, progress=progress,
+                desc=f"iteration {t}",
+            )
+            if history:
+                acc, loss = history[-1]["test_accuracy"], history[-1]["test_loss"]
+            else:  # epochs = 0: the rewound model itself
+                acc, loss = evaluate(self.model, self.data.x_test, self.data.y_test, task=self.data.task)
         self.latest = _clone_state(self.model)
         if t == 0:
             self.dense = self.latest
@@ -754,18 +1003,23 @@ def run_experiment(
     device = resolve_device(config.device)
     run_dir = config.run_dir(out)
     results_path, ckpt_path, config_path = _results_path(run_dir), _checkpoint_path(run_dir), _config_path(run_dir)
+    # The data are part of the run's identity: load them (cached per process) and check their
+    # fingerprint against every stored record before anything stored is used.
+    _, fingerprint = _load_data(config, device)
 
     if config_path.is_file():
         _check_config_file(run_dir, config)
+        _check_fingerprint(_read_checked_json(config_path).get("data_fingerprint"), fingerprint, config_path)
     if results_path.is_file():
         done = load_run(run_dir)
+        _check_fingerprint(done.data_fingerprint, fingerprint, results_path)
         if done.complete:
             return done
     if results_path.is_file() and not ckpt_path.is_file():
         raise CorruptRunError(f"{run_dir} has results.json but no checkpoint.pt to resume from; delete the folder")
 
     metadata = _metadata(device)
-    state = _Run(config, run_dir, device)
+    state = _Run(config, run_dir, device, Path(out))
     if ckpt_path.is_file():
         ckpt = _read_checkpoint(ckpt_path)
         state.restore(ckpt)
@@ -777,7 +1031,8 @@ def run_experiment(
         _write_checked_json(
             config_path,
             {"format": FORMAT_VERSION, "run_id": run_dir.name, "config": config.to_dict(),
-             "hashed_fields": config.hashed_fields(), "metadata": metadata},
+             "hashed_fields": config.hashed_fields(), "data_fingerprint": fingerprint,
+             "dense_id": dense_id(config), "metadata": metadata},
         )
 
     show = progress_enabled(progress)

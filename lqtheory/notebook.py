@@ -626,13 +626,13 @@ class Run:
         verdict = three_way(interval, claim.threshold, claim.direction)
         needed = seeds_needed(interval, claim.threshold, interval.level) if verdict == "inconclusive" else None
         extra = format_evidence(measured)
-        summary = f"{claim.metric}: {interval}, threshold {claim.relation}, n={interval.n} {claim.over}"
+        summary = f"{interval}, threshold {claim.relation}, n={interval.n} {claim.over}"
         entry = {"id": claim.id, "statement": claim.statement, "provenance": claim.provenance, "kind": claim.kind,
-                 "measured": summary + (f"; {extra}" if extra else ""), "holds": verdict == "supported",
+                 "measured": f"{claim.metric}: {summary}" + (f"; {extra}" if extra else ""), "holds": verdict == "supported",
                  "verdict": verdict, "metric": claim.metric, "threshold": claim.threshold,
                  "direction": claim.direction, "interval": interval.to_dict(), "over": claim.over,
                  "seeds_needed": needed}
-        line = f"[{claim.id}] {verdict.upper()} — {claim.statement} ({summary})"
+        line = f"[{claim.id}] {verdict.upper()} — {claim.statement} (measured {summary})"
         if extra:
             line += f" [{extra}]"
         self._record_claim(entry, line)

@@ -47,6 +47,7 @@ __all__ = [
     "LotteryTicket",
     "RandomPruning",
     "BoundOptimal",
+    "Control",
     "prune_step",
     "rate_prune_counts",
     "si_adaptive_config",
@@ -75,7 +76,7 @@ class PruneConfig:
     """Hyper-parameters of one pruning step, validated on construction (ValueError / TypeError).
 
     - ``method``: a key of :data:`METHODS` (``sap``, ``si-adaptive``, ``one-shot``, ``lottery-ticket``,
-      ``random``, ``bound-optimal``); ``scope``: ``neuron``, ``layer`` or ``global``.
+      ``random``, ``bound-optimal``, ``control``: nothing pruned); ``scope``: ``neuron``, ``layer`` or ``global``.
     - ``p``, ``q`` > 0: the PQ Index exponents of SAP, which needs ``p < q``; ``si-adaptive`` requires
       ``q = 1`` (its ``p`` is the paper's ``q_small``); ``bound-optimal`` ignores ``p`` and uses ``q`` in
       ``(0, 1]`` for ``c_j = ||W[j]||_q`` and ``s_j ∝ c_j^q``; the other methods ignore both.
@@ -329,8 +330,23 @@ class BoundOptimal(PruningMethod):
         return d - keep
 
 
+class Control(PruningMethod):
+    """The control of every experiment: the same prune → rewind → retrain schedule with nothing pruned.
+
+    Its mask stays all-True, so each iteration rewinds to ``w_init`` and retrains the dense model for the
+    same number of epochs as the pruned runs. Pruning effects are reported against it (see
+    :mod:`lqtheory.comparison`), so extra training can never pose as "pruning helps". Its pruning
+    hyper-parameters (scope, p, q, rate, ...) have no effect.
+    """
+
+    name = "control"
+
+    def counts(self, view, *, coefficients=None):
+        return torch.zeros_like(view.alive_counts())
+
+
 METHODS: dict[str, type[PruningMethod]] = {
-    cls.name: cls for cls in (SAP, SIAdaptive, OneShot, LotteryTicket, RandomPruning, BoundOptimal)
+    cls.name: cls for cls in (SAP, SIAdaptive, OneShot, LotteryTicket, RandomPruning, BoundOptimal, Control)
 }
 
 

@@ -242,7 +242,8 @@ def evaluate(
 def _masked_parameters(
     model: nn.Module, mask: Mapping[str, torch.Tensor] | None
 ) -> list[tuple[nn.Parameter, torch.Tensor]]:
-    """Pair each masked parameter of ``model`` with its boolean mask (on the parameter's device)."""
+    """Pair each masked parameter of ``model`` with the complement of its mask (True = pruned), on the
+    parameter's device. Tensors with nothing pruned are left out (masking them changes nothing)."""
     if mask is None:
         return []
     if not isinstance(mask, Mapping):
@@ -257,7 +258,10 @@ def _masked_parameters(
             raise TypeError(f"mask[{name!r}] must be a boolean tensor")
         if m.shape != p.shape:
             raise ValueError(f"mask[{name!r}] has shape {tuple(m.shape)} but the parameter has {tuple(p.shape)}")
-        pairs.append((p, m.to(p.device)))
+        m = m.to(p.device)
+        if bool(m.all()):
+            continue  # nothing pruned in this tensor: masking it is a no-op, skip the per-step work
+        pairs.append((p, ~m))  # stored inverted: the loop fills the pruned entries
     return pairs
 
 
@@ -339,8 +343,8 @@ def train(
     )
 
     with torch.no_grad():
-        for p, m in masked:
-            p.masked_fill_(~m, 0.0)
+        for p, pruned in masked:
+            p.masked_fill_(pruned, 0.0)
 
     show = progress_enabled(progress)
     bar = None
@@ -377,15 +381,15 @@ def train(
                         for p in l1_params:
                             if p.grad is not None:
                                 p.grad.add_(torch.sign(p), alpha=config.l1_penalty)
-                        for p, m in masked:
+                        for p, pruned in masked:
                             if p.grad is not None:
-                                p.grad.masked_fill_(~m, 0.0)
+                                p.grad.masked_fill_(pruned, 0.0)
                     # clip_grad_norm_ returns the pre-clip norm; max_norm=inf only measures it.
                     norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf)
                     optimizer.step()
                     with torch.no_grad():
-                        for p, m in masked:
-                            p.masked_fill_(~m, 0.0)
+                        for p, pruned in masked:
+                            p.masked_fill_(pruned, 0.0)
                     state.step += 1
                     state.batch_loss = float(loss.detach())
                     state.grad_norm = float(norm)

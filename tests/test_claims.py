@@ -243,7 +243,7 @@ def test_estimate_three_way_verdicts(samples, verdict, capsys):
     assert run.estimate("E2", samples=samples) == verdict
     line = capsys.readouterr().out
     assert line.startswith(f"[E2] {verdict.upper()} — SI-adaptive stays within 2 points of dense accuracy "
-                           "(largest drop (fraction): ")
+                           "(measured ")
     assert f"threshold < 0.02, n={len(samples)} seeds)" in line
     c = read_claims(run.claims_path)["claims"][0]
     assert c["verdict"] == verdict and c["holds"] == (verdict == "supported")
@@ -268,9 +268,10 @@ def test_estimate_from_an_interval_and_the_over_label(capsys):
     iv = Interval(0.3, 0.1, 0.5, 400, 2.0, method="bootstrap")
     assert run.estimate("D1", interval=iv, measured={"vectors": 400}) == "supported"
     out = capsys.readouterr().out
-    assert out == ("[D1] SUPPORTED — our conjecture: a gain (gain (fraction): 0.3 [0.1, 0.5], threshold > 0, "
+    assert out == ("[D1] SUPPORTED — our conjecture: a gain (measured 0.3 [0.1, 0.5], threshold > 0, "
                    "n=400 vectors) [vectors 400]\n")
     c = read_claims(run.claims_path)["claims"][0]
+    assert c["measured"] == "gain (fraction): 0.3 [0.1, 0.5], threshold > 0, n=400 vectors; vectors 400"
     assert c["interval"] == {"mean": 0.3, "lo": 0.1, "hi": 0.5, "n": 400, "sd": 2.0, "level": 0.95,
                              "method": "bootstrap"}
     assert c["provenance"] == "derived"

@@ -121,7 +121,7 @@ def test_regression_run_reports_test_mse(tmp_path):
     assert main(args, out=out) == 0
     text = out.getvalue()
     assert "MSE retrained" in text and "acc retrained" not in text and "nan" not in text
-    df = load_results(next(tmp_path.iterdir()))
+    df = load_results(next(p for p in tmp_path.iterdir() if p.name != "dense"))  # dense/: the shared stage
     lines = text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["iter", "remaining"])
     rows = [line.split() for line in lines[header + 1 : header + 3]]
@@ -133,7 +133,7 @@ def test_regression_run_reports_test_mse(tmp_path):
 def test_run_time_failure_exits_1(tmp_path, capsys):
     cfg_args = ["prune", *TINY, "--iterations", "1", "--out", str(tmp_path), "--no-progress"]
     assert main(cfg_args, out=io.StringIO()) == 0
-    run_dir = next(tmp_path.iterdir())
+    run_dir = next(p for p in tmp_path.iterdir() if p.name != "dense")
     (run_dir / "results.json").write_text("{ damaged")
     assert main(cfg_args, out=io.StringIO()) == 1
     assert "results.json" in capsys.readouterr().err

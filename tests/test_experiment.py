@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -373,3 +374,140 @@ def test_run_experiments_concatenates_and_deduplicates(tmp_path, monkeypatch):
     assert set(df.run_id) == {c.run_id() for c in configs}
     with pytest.raises(ValueError, match="empty"):
         experiment.run_experiments([], tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# The dense stage, the control, the data fingerprint
+
+
+def count_dense_trainings(monkeypatch):
+    calls = []
+    original = experiment.train
+
+    def counting(model, data, config, **kw):
+        if kw.get("desc") == "dense":
+            calls.append(config.epochs)
+        return original(model, data, config, **kw)
+
+    monkeypatch.setattr(experiment, "train", counting)
+    return calls
+
+
+def test_dense_stage_is_trained_once_and_shared(tmp_path, monkeypatch):
+    calls = count_dense_trainings(monkeypatch)
+    lt = run_experiment(tiny("lottery-ticket", dense_epochs=3), tmp_path)
+    sap = run_experiment(tiny("sap", scope="layer", dense_epochs=3, iterations=1), tmp_path)
+    assert calls == [3]  # one dense training for two methods, scopes and schedules
+    assert experiment.dense_id(lt.config) == experiment.dense_id(sap.config)
+    folder = experiment.ensure_dense(lt.config, tmp_path)
+    assert folder == tmp_path / "dense" / experiment.dense_id(lt.config)
+    mtime = (folder / "dense.pt").stat().st_mtime_ns
+    dense = experiment.load_dense(folder)
+    assert lt.records[0]["accuracy"] == sap.records[0]["accuracy"] == dense["accuracy"]
+    ck = load_checkpoint(sap.run_dir)
+    assert all(torch.equal(ck["dense"][k], dense["dense"][k]) for k in dense["dense"])
+    assert len(dense["history"]) == 3 and dense["data_fingerprint"] == lt.data_fingerprint
+    # another seed, or another dense length, is another artifact; the pruning settings are not part of it
+    run_experiment(tiny("lottery-ticket", dense_epochs=3, seed=1), tmp_path)
+    assert calls == [3, 3]
+    assert experiment.dense_id(tiny("lottery-ticket", dense_epochs=3, seed=1)) != experiment.dense_id(lt.config)
+    assert experiment.dense_id(tiny("lottery-ticket", dense_epochs=4)) != experiment.dense_id(lt.config)
+    assert experiment.dense_id(tiny("random", scope="global", dense_epochs=3, epochs=2, iterations=5)) == \
+        experiment.dense_id(lt.config)
+    assert (folder / "dense.pt").stat().st_mtime_ns == mtime  # reused, never rewritten
+    assert not [p for p in (tmp_path / "dense").iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_dense_epochs_none_keeps_run_ids_and_numbers(tmp_path):
+    cfg = tiny("sap")
+    assert cfg.replace(dense_epochs=None).run_id() == cfg.run_id()
+    assert "dense_epochs" not in cfg.hashed_fields()
+    assert cfg.replace(dense_epochs=1).run_id() != cfg.run_id()  # same numbers, but named explicitly
+    assert experiment.dense_id(cfg.replace(dense_epochs=1)) == experiment.dense_id(cfg)
+    a = run_experiment(cfg, tmp_path)
+    b = run_experiment(cfg.replace(dense_epochs=1), tmp_path)
+    assert without_time(a.records) == without_time(b.records)
+    with pytest.raises(ValueError, match="dense_epochs"):
+        tiny("sap", dense_epochs=-1)
+
+
+def test_corrupt_dense_artifact_is_detected(tmp_path):
+    cfg = tiny("random", dense_epochs=2, iterations=1)
+    folder = experiment.ensure_dense(cfg, tmp_path)
+    pt = folder / "dense.pt"
+    good = pt.read_bytes()
+    pt.write_bytes(good[:-3])
+    with pytest.raises(CorruptRunError, match="dense.pt"):
+        run_experiment(cfg, tmp_path)
+    pt.write_bytes(good)
+    assert run_experiment(cfg, tmp_path).complete
+
+
+def test_control_prunes_nothing_and_retrains_on_the_same_schedule(tmp_path):
+    starts = []
+    cb = LambdaCallback(on_train_begin=lambda s: starts.append(s.config.epochs))
+    cfg = tiny("control", iterations=3, dense_epochs=2)
+    res = run_experiment(cfg, tmp_path, callbacks=[cb])
+    assert starts == [2, 1, 1, 1]  # the dense stage, then a rewind-and-retrain per iteration
+    assert all(m.count_alive() == m.count_total() for m in masks_of(res))
+    assert [r["remaining_percent"] for r in res.records] == [100.0] * 4
+    assert [r["prune_rate"] for r in res.records] == [0.0] * 4
+    # the pruning hyper-parameters mean nothing for the control: one run id serves every scope
+    assert tiny("control", iterations=3, dense_epochs=2, scope="global", rate=0.5).run_id() == cfg.run_id()
+    # each iteration retrains from w_init with its own batch order: retrained models differ from the dense one
+    assert len({r["loss"] for r in res.records}) > 1
+
+
+def perturbed_digits(monkeypatch, change):
+    full = experiment._full_dataset("digits")
+    x = change(full.x_train.clone())
+    monkeypatch.setattr(experiment, "_full_dataset", lambda name: dataclasses.replace(full, x_train=x))
+    experiment._subset_and_fingerprint.cache_clear()
+
+
+def test_reloading_a_finished_run_on_other_data_names_both_fingerprints(tmp_path, monkeypatch):
+    cfg = tiny("lottery-ticket", iterations=1)
+    done = run_experiment(cfg, tmp_path)
+    old = done.data_fingerprint
+    assert len(old) == 64 and json.loads((done.run_dir / "config.json").read_text())["data_fingerprint"] == old
+
+    def touch_one_pixel(x):
+        x[..., 3] += 1.0  # one pixel column of every image, e.g. files read from another folder
+        return x
+
+    perturbed_digits(monkeypatch, touch_one_pixel)
+    new = experiment._load_data(cfg, torch.device("cpu"))[1]
+    assert new != old
+    with pytest.raises(experiment.DataMismatchError) as err:
+        run_experiment(cfg, tmp_path)
+    assert old in str(err.value) and new in str(err.value)
+    with pytest.raises(experiment.DataMismatchError, match=old):
+        experiment.ensure_dense(cfg, tmp_path)
+    monkeypatch.undo()
+    experiment._subset_and_fingerprint.cache_clear()
+    assert run_experiment(cfg, tmp_path).records == done.records  # the original data: loaded again
+
+
+def test_resuming_on_another_split_is_an_error(tmp_path, monkeypatch):
+    cfg = tiny("sap", iterations=3)
+    with pytest.raises(Interrupt):
+        run_experiment(cfg, tmp_path, callbacks=[interrupt_at_train_call(3)])
+    old = load_run(cfg.run_dir(tmp_path)).data_fingerprint
+    perturbed_digits(monkeypatch, lambda x: x.flip(0))  # the same images in another order: another split
+    with pytest.raises(experiment.DataMismatchError) as err:
+        run_experiment(cfg, tmp_path)
+    assert old in str(err.value)
+    monkeypatch.undo()
+    experiment._subset_and_fingerprint.cache_clear()
+
+
+def test_data_fingerprint_is_by_content():
+    from lqtheory.data import load_dataset
+
+    a = load_dataset("digits").subset(100, 50, seed=0)
+    b = load_dataset("digits").subset(100, 50, seed=0)
+    assert experiment.data_fingerprint(a) == experiment.data_fingerprint(b)
+    assert experiment.data_fingerprint(a) != experiment.data_fingerprint(load_dataset("digits").subset(100, 50, seed=1))
+    c = dataclasses.replace(a, y_test=a.y_test.clone())
+    c.y_test[0] = (c.y_test[0] + 1) % 10
+    assert experiment.data_fingerprint(c) != experiment.data_fingerprint(a)

@@ -122,7 +122,7 @@ def removed_per_unit(old: Mask, new: Mask, scope: str):
 
 
 def test_config_defaults_and_registry():
-    assert set(METHODS) == {"sap", "si-adaptive", "one-shot", "lottery-ticket", "random", "bound-optimal"}
+    assert set(METHODS) == {"sap", "si-adaptive", "one-shot", "lottery-ticket", "random", "bound-optimal", "control"}
     c = PruneConfig("sap")
     assert (c.scope, c.p, c.q, c.eta, c.gamma, c.beta, c.rate) == ("neuron", 0.5, 1.0, 0.0, 1.0, 0.9, 0.2)
     assert PruneConfig("sap", q=2, gamma=3) == PruneConfig("sap", q=2.0, gamma=3.0)
@@ -288,8 +288,11 @@ def test_every_method_and_scope_returns_valid_cumulative_mask(method, scope):
     new = prune_step(weights, mask, config, dense_weights=dense, generator=torch.Generator().manual_seed(0))
     assert isinstance(new, Mask) and list(new) == list(mask)
     assert all(new[k].shape == mask[k].shape and new[k].dtype == torch.bool for k in mask)
-    assert new.issubset(mask) and new.count_alive() < mask.count_alive()
-    if method not in ("sap", "si-adaptive") and scope == "global":
+    if method == "control":  # the schedule without pruning: the mask is returned unchanged
+        assert new == mask
+    else:
+        assert new.issubset(mask) and new.count_alive() < mask.count_alive()
+    if method not in ("sap", "si-adaptive", "control") and scope == "global":
         assert mask.count_alive() - new.count_alive() == round(0.3 * mask.count_alive())
     # inputs untouched (pure)
     assert torch.equal(weights["fc.weight"], make_weights(5)["fc.weight"])

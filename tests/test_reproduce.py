@@ -149,6 +149,9 @@ def test_first_run_executes_reports_and_fails(ws):
     assert read_claims(figures / "claims" / "03_theorem.json")["claims"][0]["verdict"] == "violated"
     # the contradicted paper claim is listed, not fatal on its own
     assert "contradicted [paper]: 01_ok [E1] n exceeds two (n: 1.0 [1.0, 1.0], threshold > 2, n=3 seeds)" in out
+    assert "[E1] CONTRADICTED — n exceeds two (measured 1.0 [1.0, 1.0], threshold > 2, n=3 seeds)" in "".join(
+        o.get("text", "") for c in nbformat.read(build / "01_ok.ipynb", as_version=4).cells
+        if c.cell_type == "code" for o in c.outputs)
     assert ("1/3 notebook(s) ok, 2 failed; 1 theorem claim(s) violated, 1 paper claim(s) contradicted, "
             "0 derived conjecture(s) contradicted") in out
     summary = {line.split()[0]: line.split()[1] for line in out.splitlines()
