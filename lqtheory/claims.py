@@ -13,6 +13,7 @@
     direction = "below"           # the claim says: the metric lies below the threshold
     rationale = "the paper's 'within 2 points'"
     over = "seeds"                # what the interval's n counts (default "seeds")
+    profiles = ["paper"]          # optional: only these profiles evaluate it (default: all)
 
 Empirical claims need ``metric``, ``threshold``, ``direction`` and a one-line ``rationale`` for the
 threshold; theorems have none of them. Ids are unique, and ``notebook`` must name a notebook next to
@@ -47,6 +48,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.<>=\-]*$")
 _REQUIRED = ("id", "notebook", "statement", "provenance", "kind")
 _EMPIRICAL = ("metric", "threshold", "direction", "rationale")
 _OPTIONAL = ("over", "note")
+PROFILES = ("ci", "default", "paper")
 
 
 class RegistryError(ValueError):
@@ -68,6 +70,7 @@ class RegisteredClaim:
     rationale: str | None = None
     over: str = "seeds"
     note: str | None = None
+    profiles: tuple[str, ...] = PROFILES  # the profiles whose notebook run evaluates it
 
     @property
     def relation(self) -> str | None:
@@ -95,7 +98,7 @@ def _known_notebooks(path: Path) -> set[str]:
 def _check_entry(entry: Any, where: str, known: set[str] | None) -> RegisteredClaim:
     if not isinstance(entry, dict):
         raise RegistryError(f"{where}: each [[claim]] must be a table")
-    unknown = set(entry) - set(_REQUIRED) - set(_EMPIRICAL) - set(_OPTIONAL)
+    unknown = set(entry) - set(_REQUIRED) - set(_EMPIRICAL) - set(_OPTIONAL) - {"profiles"}
     if unknown:
         raise RegistryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     missing = [k for k in _REQUIRED if k not in entry]
@@ -135,7 +138,13 @@ def _check_entry(entry: Any, where: str, known: set[str] | None) -> RegisteredCl
     for key in _OPTIONAL:
         if key in entry and (not isinstance(entry[key], str) or not entry[key].strip()):
             raise RegistryError(f"{where}: {key} must be a non-empty string")
+    if "profiles" in entry:
+        prof = entry["profiles"]
+        if not isinstance(prof, list) or not prof or any(p not in PROFILES for p in prof):
+            raise RegistryError(f"{where}: profiles must be a non-empty list of {PROFILES}, got {prof!r}")
     values = {k: v.strip() if isinstance(v, str) else v for k, v in entry.items()}
+    if "profiles" in values:
+        values["profiles"] = tuple(values["profiles"])
     if "threshold" in values:
         values["threshold"] = float(values["threshold"])
     return RegisteredClaim(**values)

@@ -547,6 +547,23 @@ class Run:
             display(Table(_formatted_frame(df, floatfmt, index)))
         return Saved(name, paths)
 
+    def save_text(self, filename: str, text: str) -> Saved:
+        """Write ``text`` (UTF-8) to ``<figures dir>/<filename>`` atomically and record it as an output.
+
+        For outputs that :meth:`save_table` does not shape, such as the claims ledger's grouped Markdown.
+        """
+        stem, dot, suffix = filename.rpartition(".")
+        _check_name(filename, "file name")
+        if not dot or not stem or not suffix.isalnum():
+            raise ValueError(f"filename must be a plain name with an extension, got {filename!r}")
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        path = self.figures_dir / filename
+        _atomic_write_text(path, text)
+        self._artifact(path.name)
+        return Saved(stem, [path])
+
     # -- claims ------------------------------------------------------------------------------
 
     def _registered(self, claim_id: str, kind: str):
@@ -628,7 +645,8 @@ class Run:
         extra = format_evidence(measured)
         summary = f"{interval}, threshold {claim.relation}, n={interval.n} {claim.over}"
         entry = {"id": claim.id, "statement": claim.statement, "provenance": claim.provenance, "kind": claim.kind,
-                 "measured": f"{claim.metric}: {summary}" + (f"; {extra}" if extra else ""), "holds": verdict == "supported",
+                 "measured": f"{claim.metric}: {summary}" + (f"; {extra}" if extra else ""),
+                 "holds": verdict == "supported",
                  "verdict": verdict, "metric": claim.metric, "threshold": claim.threshold,
                  "direction": claim.direction, "interval": interval.to_dict(), "over": claim.over,
                  "seeds_needed": needed}

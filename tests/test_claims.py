@@ -330,3 +330,92 @@ def test_registry_cache_sees_edits(tmp_path):
     os.utime(path, ns=(1, 1))  # a new mtime even within the clock's resolution
     assert load_registry(path, notebooks={"a"})["E9"].threshold == 0.75
     assert claims_mod.for_notebook(load_registry(path, notebooks={"a"}), "a")[0].id == "E9"
+
+
+# ----------------------------------------------------------------------------------------------
+# The ledger
+
+
+def _ledger_inputs(isolated):
+    run = new_run()
+    run.claim("S1", measured={"max ratio": 0.5}, holds=True)
+    run.estimate("E2", samples=[0.005, 0.025, 0.012])  # inconclusive
+    run.estimate("D1", interval=Interval(-2.44e-15, -3e-15, -1.9e-15, 400, 1e-14))  # contradicted, derived
+    return load_registry()
+
+
+def test_ledger_words_match_kind_and_provenance(isolated):
+    from lqtheory.ledger import ledger_frame, verdict_counts, verdict_label
+
+    registry = _ledger_inputs(isolated)
+    frame, missing, unregistered = ledger_frame(isolated / "ci", ["nb", "other"], registry)
+    assert list(frame["id"]) == ["S1", "E2", "D1", "X"]
+    assert list(frame["verdict"]) == ["holds", "inconclusive", "contradicted (our conjecture)", "not evaluated"]
+    assert missing == ["other"] and unregistered == []
+    e2 = frame.set_index("id").loc["E2"]
+    assert e2["threshold"] == "< 0.02" and e2["n"] == "3 seeds" and e2["provenance"] == "[paper]"
+    assert e2["to decide"] == f"≈{seeds_needed(mean_interval([0.005, 0.025, 0.012]), 0.02)} seeds"
+    assert frame.set_index("id").loc["S1", "evidence"] == "max ratio 0.5"
+    assert verdict_counts(frame) == {"holds": 1, "contradicted (our conjecture)": 1, "inconclusive": 1,
+                                     "not evaluated": 1}
+    assert verdict_label("empirical", "contradicted", "paper") == "contradicted"
+    assert verdict_label("theorem", "violated", "derived") == "VIOLATED"
+
+
+def test_ledger_markdown_is_grouped_left_aligned_and_keeps_numbers_whole(isolated):
+    from lqtheory.ledger import ledger_frame, ledger_markdown, ledger_styler
+
+    registry = _ledger_inputs(isolated)
+    frame, missing, _ = ledger_frame(isolated / "ci", ["nb", "other"], registry)
+    text = ledger_markdown(frame, "Ledger", missing)
+    assert text == ledger_markdown(frame, "Ledger", missing)  # deterministic
+    assert "## nb\n" in text and "## other\n" in text
+    assert all(set(line.strip("|")) <= {":", "-", "|"} and ":---" in line
+               for line in text.splitlines() if line.startswith("|:"))  # every column left-aligned
+    d1 = next(line for line in text.splitlines() if line.startswith("| D1 "))
+    assert "contradicted (our conjecture)" in d1
+    assert "\u20112.44e\u201115\u00a0[" in d1 and "e-15" not in d1  # no break opportunity inside a number
+    assert "Notebooks without a claims record at this profile: other" in text
+    html = ledger_styler(frame).to_html()
+    assert html == ledger_styler(frame).to_html()  # a fixed uuid: byte-identical reruns
+    assert "background-color: #fde8cc" in html and "text-align: left" in html and "white-space: nowrap" in html
+
+
+def test_every_claim_call_in_the_notebooks_is_registered_for_its_notebook():
+    import re as _re
+
+    import nbformat
+
+    reg = load_registry(REPO / "notebooks" / "claims.toml")
+    call = _re.compile(r"run\.(claim|estimate)\(\s*(f?)\"([^\"]+)\"")
+    seen = set()
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        for method, fstring, cid in call.findall(source):
+            if fstring:  # f"E3.order.{m}" / f"S6.{name}": some registered id of this notebook has the prefix
+                prefix = cid.split("{")[0]
+                matches = [c for c in reg.values() if c.id.startswith(prefix) and c.notebook == path.stem]
+                assert matches, f"{path.name}: no claim registered for {cid!r}"
+                seen.update(c.id for c in matches)
+                continue
+            assert cid in reg, f"{path.name}: {cid!r} is not registered"
+            assert reg[cid].notebook == path.stem, f"{path.name}: {cid!r} is registered for {reg[cid].notebook}"
+            assert (reg[cid].kind == "theorem") == (method == "claim"), f"{path.name}: {cid!r} is {reg[cid].kind}"
+            seen.add(cid)
+        # ids passed through a variable (run.estimate(tag, ...)) appear as string literals in the code
+        seen.update(c.id for c in reg.values() if c.notebook == path.stem and f'"{c.id}"' in source)
+    assert set(reg) == seen, f"registered but never evaluated: {sorted(set(reg) - seen)}"
+
+
+def test_profiles_restrict_where_a_claim_is_expected(isolated):
+    from lqtheory.ledger import ledger_frame
+
+    with pytest.raises(RegistryError, match="profiles must be a non-empty list"):
+        parse_registry(entry() + 'profiles = ["huge"]\n', "t.toml", notebooks={"nb"})
+    reg = parse_registry(entry() + 'profiles = ["paper"]\n', "t.toml", notebooks={"nb"})
+    assert reg["E9"].profiles == ("paper",) and load_registry()["E2"].profiles == ("ci", "default", "paper")
+    new_run()  # an empty record for nb
+    frame, _, _ = ledger_frame(isolated / "ci", ["nb"], reg, profile="ci")
+    assert frame.empty  # a paper-only claim is not "not evaluated" at ci
+    frame, _, _ = ledger_frame(isolated / "ci", ["nb"], reg, profile="paper")
+    assert list(frame["verdict"]) == ["not evaluated"]

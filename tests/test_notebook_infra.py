@@ -410,3 +410,57 @@ def test_check_notebook_flags_lines_papermill_cannot_parse(tmp_path):
     assert check_notebook(path, committed=False) == []  # runs fine: papermill still injects n
     assert any("papermill cannot parse the line(s) assigning n" in p for p in check_notebook(path))
     assert "n" not in nbmod.papermill_parameters(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# nbval sanitizer: what nbval compares
+
+
+def _sanitizer():
+    from nbval.plugin import get_sanitize_patterns  # nbval's own parser of the cfg file
+
+    patterns = get_sanitize_patterns((REPO / "notebooks" / "nbval_sanitize.cfg").read_text())
+
+    def sanitize(text: str) -> str:  # as nbval.plugin.IPyNbCell.sanitize: every pair in file order
+        for regex, replace in patterns:
+            text = re.sub(regex, replace, text)
+        return text
+
+    return sanitize
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("max relative spread over c 1.23e-15", "max relative spread over c 1.1e-15"),
+        ("accuracy 0.513 with 52.1% of the weights", "accuracy 0.514 with 52.3% of the weights"),
+        ("<td>0.513</td><td>7</td>", "<td>0.5129999</td><td>7</td>"),  # text/html tables too
+        ("error 5e-15, change -2.66e-05, scale 1.2E+03", "error 3e-16, change -2.71e-05, scale 1.3E+03"),
+        ("[E2.keep] SUPPORTED — s (measured 0.012 [0.004, 0.020], threshold < 0.02, n=3 seeds)",
+         "[E2.keep] SUPPORTED — s (measured 0.013 [0.005, 0.021], threshold < 0.02, n=3 seeds)"),
+    ],
+)
+def test_sanitizer_masks_float_digits(a, b):
+    sanitize = _sanitizer()
+    assert sanitize(a) == sanitize(b)
+    assert not re.search(r"\d\.\d", sanitize(a))
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("[S1.l1] HOLDS — s (triples 56160)", "[S1.l1] VIOLATED — s (triples 56160)"),  # verdict words
+        ("[E2.keep] SUPPORTED — s (measured 0.1 [0.0, 0.2])", "[E2.keep] INCONCLUSIVE — s (measured 0.1 [0.0, 0.2])"),
+        ("triples 56160", "triples 56161"),  # integers
+        ("n=3 seeds", "n=5 seeds"),
+        ("<td>12</td>", "<td>13</td>"),
+        ("[S6.D1] HOLDS", "[S6.D2] HOLDS"),  # ids with digits
+        ("[S1.l1] HOLDS", "[S1.l2] HOLDS"),
+        ("[E1.edges] x", "[E1.tails] x"),
+    ],
+)
+def test_sanitizer_keeps_verdicts_integers_and_ids(a, b):
+    sanitize = _sanitizer()
+    assert sanitize(a) != sanitize(b)
+    for text in ("[S1.l1]", "E2.keep", "S6.D1", "ID.m-half", "E3.order.pqi-mlp", "56160", "n=3 seeds", "3e", "HOLDS"):
+        assert sanitize(text) == text
