@@ -55,7 +55,6 @@ FLOATFMT = ".4g"
 CSV_FLOAT_FORMAT = "%.8g"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_VERDICT_WORDS = {"holds": "HOLDS", "does not hold": "DOES NOT HOLD", "does not reproduce": "DOES NOT REPRODUCE"}
 # Absolute paths differ per machine; committed outputs must not contain them.
 _MACHINE_PATH_RE = re.compile(r"(?<![\w.])(/(home|tmp|work|Users|root|var|private|opt)/|[A-Za-z]:\\)")
 
@@ -440,6 +439,7 @@ class Run:
         self.figures_dir = figures
         self.claims_path = figures / "claims" / f"{notebook}.json"
         self._claims: dict[str, dict[str, Any]] = {}
+        self._registry = None  # loaded at the first claim (lqtheory.claims.load_registry)
         self._artifacts: list[str] = []
         self._write_record()
 
@@ -547,54 +547,115 @@ class Run:
             display(Table(_formatted_frame(df, floatfmt, index)))
         return Saved(name, paths)
 
+    def save_text(self, filename: str, text: str) -> Saved:
+        """Write ``text`` (UTF-8) to ``<figures dir>/<filename>`` atomically and record it as an output.
+
+        For outputs that :meth:`save_table` does not shape, such as the claims ledger's grouped Markdown.
+        """
+        stem, dot, suffix = filename.rpartition(".")
+        _check_name(filename, "file name")
+        if not dot or not stem or not suffix.isalnum():
+            raise ValueError(f"filename must be a plain name with an extension, got {filename!r}")
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        path = self.figures_dir / filename
+        _atomic_write_text(path, text)
+        self._artifact(path.name)
+        return Saved(stem, [path])
+
     # -- claims ------------------------------------------------------------------------------
 
-    def claim(self, claim_id: str, statement: str, provenance: str, measured: Any, holds: Any,
-              kind: str = "theorem") -> None:
-        """Record a checked statement and print its one-line verdict.
+    def _registered(self, claim_id: str, kind: str):
+        from lqtheory import claims as registry_module
 
-        ``kind="theorem"``: a [derived] or [paper] mathematical statement; if it does not hold the
-        claim is recorded and an ``AssertionError`` is raised (a violated theorem is a bug).
-        ``kind="empirical"``: an experimental claim of the paper; if it does not hold it is recorded
-        and reported as DOES NOT REPRODUCE (a finding, not an error).
-        ``measured`` is the evidence: a short string, a number (rounded to 3 digits) or a mapping.
+        if self._registry is None:
+            self._registry = registry_module.load_registry()
+        claim = registry_module.lookup(self._registry, claim_id, self.notebook)
+        if claim.kind != kind:
+            use = "run.claim(id, measured=..., holds=...)" if claim.kind == "theorem" else \
+                "run.estimate(id, samples=... or interval=...)"
+            raise ValueError(f"claim {claim_id!r} is registered as {claim.kind}; evaluate it with {use}")
+        return claim
+
+    def _record_claim(self, entry: dict[str, Any], line: str) -> None:
+        self._claims[entry["id"]] = entry
+        self._write_record()
+        print(line, flush=True)
+
+    def claim(self, claim_id: str, measured: Any = None, holds: Any = None, *legacy: Any) -> None:
+        """Check the registered theorem ``claim_id`` and print its verdict line.
+
+        The statement, provenance and kind come from the claims registry (``notebooks/claims.toml``,
+        :mod:`lqtheory.claims`); ``measured`` is the evidence (a short string, a number or a mapping;
+        floats are printed with a decimal mark so nbval masks them) and ``holds`` a single bool:
+        the notebook's check, tolerances included. A theorem that does not hold is recorded as
+        "violated" and raises ``AssertionError`` (a violated theorem is a bug).
+        Empirical claims are evaluated with :meth:`estimate`.
         """
-        if not isinstance(claim_id, str) or not claim_id.strip() or any(ch in claim_id for ch in "[]\n"):
-            raise ValueError(f"claim_id must be a short non-empty label without brackets, got {claim_id!r}")
-        if not isinstance(statement, str) or not statement.strip() or "\n" in statement:
-            raise ValueError("statement must be a non-empty one-line string")
-        prov = provenance.strip().strip("[]").lower() if isinstance(provenance, str) else provenance
-        if prov not in PROVENANCES:
-            raise ValueError(f"provenance must be '[paper]' or '[derived]', got {provenance!r}")
-        if kind not in CLAIM_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(CLAIM_KINDS)}, got {kind!r}")
+        from lqtheory.claims import format_evidence
+
+        if legacy or (isinstance(holds, str) and isinstance(measured, str)):
+            raise TypeError("run.claim(id, statement, provenance, measured, holds) is gone: statements live in "
+                            "notebooks/claims.toml; call run.claim(id, measured=..., holds=...) for a theorem "
+                            "or run.estimate(id, ...) for an empirical claim")
+        claim = self._registered(claim_id, "theorem")
+        if holds is None:
+            raise TypeError("holds is required: the notebook's check of the theorem, a single bool")
         if hasattr(holds, "numel") and holds.numel() != 1:
             raise ValueError("holds must be a single truth value; reduce the tensor (e.g. .all()) first")
         if hasattr(holds, "item"):
             holds = holds.item()
         if not isinstance(holds, bool):
             raise TypeError(f"holds must be a bool (or a one-element bool array/tensor), got {type(holds).__name__}")
-        measured_text = format_measured(measured)
-        if holds:
-            verdict = "holds"
-        else:
-            verdict = "does not hold" if kind == "theorem" else "does not reproduce"
-        self._claims[claim_id] = {
-            "id": claim_id,
-            "statement": statement.strip(),
-            "provenance": prov,
-            "kind": kind,
-            "measured": measured_text,
-            "holds": holds,
-            "verdict": verdict,
-        }
-        self._write_record()
-        line = f"[{claim_id}] {_VERDICT_WORDS[verdict]} — {statement.strip()}"
+        measured_text = format_evidence(measured)
+        verdict = "holds" if holds else "violated"
+        entry = {"id": claim.id, "statement": claim.statement, "provenance": claim.provenance, "kind": claim.kind,
+                 "measured": measured_text, "holds": holds, "verdict": verdict}
+        line = f"[{claim.id}] {verdict.upper()} — {claim.statement}"
         if measured_text:
             line += f" ({measured_text})"
-        print(line, flush=True)
-        if not holds and kind == "theorem":
-            raise AssertionError(f"theorem claim {claim_id} does not hold: {statement.strip()} ({measured_text})")
+        self._record_claim(entry, line)
+        if not holds:
+            raise AssertionError(f"theorem claim {claim.id} is violated: {claim.statement} ({measured_text})")
+
+    def estimate(self, claim_id: str, samples: Any = None, *, interval: Any = None, measured: Any = None) -> str:
+        """Decide the registered empirical claim ``claim_id`` from an interval; print and return the verdict.
+
+        Give ``samples`` (one value of the registered metric per seed: a Student-t interval of their
+        mean, :func:`lqtheory.stats.mean_interval`) or ``interval`` (a :class:`lqtheory.stats.Interval`,
+        e.g. a paired or bootstrap interval). The verdict against the registered threshold and
+        direction is three-way (:func:`lqtheory.stats.three_way`): "supported", "contradicted" or
+        "inconclusive"; for an inconclusive one the record says how many samples would decide it
+        (:func:`lqtheory.stats.seeds_needed`). ``measured`` is extra evidence for the record and line.
+        Never raises on a contradicted claim: that is a finding, not a bug.
+        """
+        from lqtheory.claims import format_evidence
+        from lqtheory.stats import Interval, mean_interval, seeds_needed, three_way
+
+        claim = self._registered(claim_id, "empirical")
+        if (samples is None) == (interval is None):
+            raise TypeError("give exactly one of samples (values per seed) or interval (an Interval)")
+        if interval is None:
+            interval = mean_interval(samples)
+        elif not isinstance(interval, Interval):
+            raise TypeError(f"interval must be a lqtheory.stats.Interval, got {type(interval).__name__}")
+        verdict = three_way(interval, claim.threshold, claim.direction)
+        needed = seeds_needed(interval, claim.threshold, interval.level) if verdict == "inconclusive" else None
+        extra = format_evidence(measured)
+        over = claim.over[:-1] if interval.n == 1 and claim.over.endswith("s") else claim.over  # "n=1 seed"
+        summary = f"{interval}, threshold {claim.relation}, n={interval.n} {over}"
+        entry = {"id": claim.id, "statement": claim.statement, "provenance": claim.provenance, "kind": claim.kind,
+                 "measured": f"{claim.metric}: {summary}" + (f"; {extra}" if extra else ""),
+                 "holds": verdict == "supported",
+                 "verdict": verdict, "metric": claim.metric, "threshold": claim.threshold,
+                 "direction": claim.direction, "interval": interval.to_dict(), "over": claim.over, "evidence": extra,
+                 "seeds_needed": needed}
+        line = f"[{claim.id}] {verdict.upper()} — {claim.statement} (measured {summary})"
+        if extra:
+            line += f" [{extra}]"
+        self._record_claim(entry, line)
+        return verdict
 
     @property
     def claims(self) -> list[dict[str, Any]]:

@@ -5,11 +5,12 @@ run last, after all others have finished) is executed with papermill at one prof
 go to ``build/notebooks/<profile>/``; figures, tables and claims go wherever the notebooks'
 ``run.save_*``/``run.claim`` put them (``figures/`` for the default profile, ``figures/<profile>/``
 otherwise). A notebook whose inputs are unchanged (its source cells, the parameters, the package's
-``lqtheory/**/*.py``, and for aggregators the other notebooks' claims files) is skipped unless
-``--force``.
+``lqtheory/**/*.py``, its entries of the claims registry ``notebooks/claims.toml``, and for aggregators
+the other notebooks' claims files) is skipped unless ``--force``.
 
 Exit code: 0 when every notebook ran and every theorem claim holds; 1 when a notebook failed or a
-theorem claim does not hold (or, with ``--strict``, an empirical claim does not reproduce); 2 for a
+theorem claim is violated (or, with ``--strict``, an empirical claim of the paper is contradicted; a
+contradicted [derived] conjecture or an inconclusive claim never fails the run); 2 for a
 usage error found before anything ran (unknown notebook, unknown parameter, malformed notebook).
 
 ``--update-notebooks`` re-executes the selected notebooks at the ``ci`` profile with their own
@@ -292,11 +293,14 @@ def execute(task: Task, announce: bool = False) -> Outcome:
 
 
 @contextmanager
-def _kernel_environment(figures_root: Path | None):
-    """Variables the kernels inherit: batch mode (stable outputs) and the figures root if overridden."""
+def _kernel_environment(figures_root: Path | None, registry: Path | None = None):
+    """Variables the kernels inherit: batch mode (stable outputs), the figures root if overridden, and the
+    claims registry next to the notebooks (``$LQTHEORY_CLAIMS``) when there is one."""
     updates = {ENV_BATCH: "1", ENV_PROGRESS: "0"}
     if figures_root is not None:
         updates[ENV_FIGURES] = str(figures_root)
+    if registry is not None and registry.is_file():
+        updates["LQTHEORY_CLAIMS"] = str(registry)
     saved = {k: os.environ.get(k) for k in updates}
     os.environ.update(updates)
     try:
@@ -411,14 +415,39 @@ def write_committed(executed: Path, target: Path) -> None:
 
 
 def _claims_summary(name: str, path: Path) -> tuple[str, list[dict], list[dict]]:
+    """``"T/T hold; S supported, C contradicted, I inconclusive"``, the violated theorems, the contradicted claims."""
     try:
         claims = read_claims(path)["claims"]
     except (OSError, ValueError):
         return "-", [], []
-    held = sum(c["holds"] for c in claims)
-    broken = [c for c in claims if c["kind"] == "theorem" and not c["holds"]]
-    unreproduced = [c for c in claims if c["kind"] == "empirical" and not c["holds"]]
-    return f"{held}/{len(claims)} hold" if claims else "none", broken, unreproduced
+    if not claims:
+        return "none", [], []
+    theorems = [c for c in claims if c["kind"] == "theorem"]
+    empirical = [c for c in claims if c["kind"] == "empirical"]
+    broken = [c for c in theorems if c["verdict"] != "holds"]
+    contradicted = [c for c in empirical if c["verdict"] == "contradicted"]
+    parts = []
+    if theorems:
+        parts.append(f"{len(theorems) - len(broken)}/{len(theorems)} hold")
+    if empirical:
+        counts = {v: sum(c["verdict"] == v for c in empirical) for v in ("supported", "contradicted", "inconclusive")}
+        parts.append(", ".join(f"{n} {v}" for v, n in counts.items() if n))
+    return "; ".join(parts), broken, contradicted
+
+
+def _registry_digest(notebooks_dir: Path, name: str) -> str:
+    """Hash of the claims registered for ``name`` (all of them for an aggregator): a changed threshold reruns."""
+    path = notebooks_dir / "claims.toml"
+    if not path.is_file():
+        return ""
+    try:
+        from lqtheory.claims import for_notebook, load_registry
+
+        registry = load_registry(path)
+    except (OSError, ValueError):
+        return _sha(path.read_bytes())  # a broken registry: the notebook will report it when it runs
+    entries = list(registry.values()) if is_aggregator(name) else for_notebook(registry, name)
+    return _sha(json.dumps([c.as_dict() for c in entries], sort_keys=True).encode())
 
 
 def _print_summary(rows: list[list[str]], out) -> None:
@@ -460,7 +489,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--jobs", "-j", type=int, default=1, help="notebooks run in parallel (default: 1)")
     parser.add_argument("--force", action="store_true", help="ignore the cache and run every selected notebook")
     parser.add_argument("--strict", action="store_true",
-                        help="also fail when an empirical claim does not reproduce")
+                        help="also fail when an empirical claim of the paper is contradicted")
     parser.add_argument("--list", action="store_true", help="list the notebooks and their parameters, then exit")
     parser.add_argument("--timeout", type=float, default=None, help="per-cell time limit in seconds (default: none)")
     parser.add_argument("--update-notebooks", action="store_true",
@@ -537,7 +566,7 @@ def _run(args: argparse.Namespace, out) -> int:
         if args.update_notebooks:
             return task
         extras = [p for p in claims.parent.glob("*.json") if p.stem != name] if is_aggregator(name) else []
-        task.key = cache_key(path, parameters, figures, package, extras)
+        task.key = cache_key(path, parameters, figures, package + _registry_digest(notebooks_dir, name), extras)
         task.stamp = build / f"{name}.cache.json"
         if not args.force and _cache_valid(task.stamp, task.key, claims):
             outcomes[name] = Outcome(name, "cached")
@@ -547,7 +576,7 @@ def _run(args: argparse.Namespace, out) -> int:
         return task
 
     indexed = list(enumerate(selected))
-    with _kernel_environment(figures_root):
+    with _kernel_environment(figures_root, notebooks_dir / "claims.toml"):
         try:
             for phase in (False, True):  # regular notebooks, then aggregators
                 tasks = [t for i, p in indexed if is_aggregator(p.stem) == phase if (t := make_task(i, p))]
@@ -561,12 +590,12 @@ def _run(args: argparse.Namespace, out) -> int:
             if outcomes[path.stem].status == "done":
                 write_committed(build / f"{path.stem}.ipynb", path)
 
-    rows, broken, unreproduced = [], [], []
+    rows, broken, contradicted = [], [], []
     for path in selected:
         o = outcomes[path.stem]
         summary, b, u = _claims_summary(path.stem, claims_path(path.stem, profile, figures_root))
         broken += [(path.stem, c) for c in b]
-        unreproduced += [(path.stem, c) for c in u]
+        contradicted += [(path.stem, c) for c in u]
         note = o.error if o.status == "FAILED" else ("written back" if args.update_notebooks and o.status == "done"
                                                      else "")
         elapsed = f"{o.elapsed:.1f}s" if o.status != "cached" else "-"
@@ -574,15 +603,19 @@ def _run(args: argparse.Namespace, out) -> int:
     _print_summary(rows, out)
 
     failed = [n for n, o in outcomes.items() if o.status == "FAILED"]
+    paper = [(n, c) for n, c in contradicted if c["provenance"] == "paper"]
     print("", file=out)
     for name, c in broken:
-        print(f"theorem does not hold: {name} [{c['id']}] {c['statement']} ({c['measured']})", file=out)
-    for name, c in unreproduced:
-        print(f"does not reproduce: {name} [{c['id']}] {c['statement']} ({c['measured']})", file=out)
-    code = 1 if failed or broken or (args.strict and unreproduced) else 0
+        print(f"theorem VIOLATED: {name} [{c['id']}] {c['statement']} ({c['measured']})", file=out)
+    for name, c in contradicted:
+        what = "contradicted [paper]" if c["provenance"] == "paper" else "contradicted (our conjecture) [derived]"
+        print(f"{what}: {name} [{c['id']}] {c['statement']} ({c['measured']})", file=out)
+    # Exit code: a violated theorem is a bug; a contradicted paper claim fails only with --strict; a
+    # contradicted [derived] conjecture of ours and an inconclusive claim are findings, never failures.
+    code = 1 if failed or broken or (args.strict and paper) else 0
     print(f"{total - len(failed)}/{total} notebook(s) ok, {len(failed)} failed; {len(broken)} theorem claim(s) "
-          f"violated, {len(unreproduced)} empirical claim(s) not reproduced; executed copies in {build}",
-          file=out)
+          f"violated, {len(paper)} paper claim(s) contradicted, {len(contradicted) - len(paper)} derived "
+          f"conjecture(s) contradicted; executed copies in {build}", file=out)
     if not args.update_notebooks:
         print(f"figures and tables: {figures}", file=out)
     out.flush()

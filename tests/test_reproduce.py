@@ -51,15 +51,47 @@ fig, ax = plt.subplots()
 ax.plot([1, 2, 3], [1, 4, 9])
 run.save_figure(fig, "curve")
 run.save_table(pd.DataFrame({"n": [run.n], "half": [run.n / 2]}), "sizes")
-run.claim("A1", "n is positive", "[derived]", {"n": run.n}, run.n > 0)
-run.claim("E1", "n exceeds two", "[paper]", {"n": run.n}, run.n > 2, kind="empirical")'''
+run.claim("A1", measured={"n": run.n}, holds=run.n > 0)
+run.estimate("E1", samples=[run.n] * 3)'''
+
+REGISTRY = '''
+[[claim]]
+id = "A1"
+notebook = "01_ok"
+statement = "n is positive"
+provenance = "derived"
+kind = "theorem"
+
+[[claim]]
+id = "E1"
+notebook = "01_ok"
+statement = "n exceeds two"
+provenance = "paper"
+kind = "empirical"
+metric = "n"
+threshold = 2.0
+direction = "above"
+rationale = "the statement"
+
+[[claim]]
+id = "T1"
+notebook = "03_theorem"
+statement = "n is negative"
+provenance = "derived"
+kind = "theorem"
+'''
 
 NOTEBOOKS = {
     "01_ok": notebook_text("01_ok", OK_BODY),
     # fails in the setup cell, before setup() runs: no claims file at all
     "02_fail": notebook_text("02_fail", "print('never')", before_setup="ratio = 1 / 0"),
-    "03_theorem": notebook_text("03_theorem", 'run.claim("T1", "n is negative", "[derived]", run.n, run.n < 0)'),
+    "03_theorem": notebook_text("03_theorem", 'run.claim("T1", measured=run.n, holds=run.n < 0)'),
 }
+
+
+def package_key(ws: dict, name: str) -> str:
+    """What reproduce hashes as the package for ``name``: the package's files and its registered claims."""
+    return reproduce.package_digest() + reproduce._registry_digest(ws["notebooks"], name)
 
 
 def args_for(ws: dict, *extra: str) -> argparse.Namespace:
@@ -88,6 +120,7 @@ def ws(tmp_path_factory):
     ws["notebooks"].mkdir()
     for name, text in NOTEBOOKS.items():
         nbformat.write(percent_to_notebook(text), ws["notebooks"] / f"{name}.ipynb")
+    (ws["notebooks"] / "claims.toml").write_text(REGISTRY)
     ws["first"] = call(ws, "--profile", "ci", "--jobs", "2")
     yield ws
     reproduce.PACKAGE_DIR = saved_dir
@@ -111,12 +144,16 @@ def test_first_run_executes_reports_and_fails(ws):
     assert "> ratio = 1 / 0" in out
     assert not (figures / "claims" / "02_fail.json").exists()
     # the violated theorem: the notebook fails and the summary names the claim
-    assert "03_theorem: FAILED" in out and "AssertionError: theorem claim T1 does not hold" in out
-    assert "theorem does not hold: 03_theorem [T1] n is negative (1)" in out
-    assert read_claims(figures / "claims" / "03_theorem.json")["claims"][0]["verdict"] == "does not hold"
-    # the empirical miss is listed, not fatal on its own
-    assert "does not reproduce: 01_ok [E1] n exceeds two (n 1)" in out
-    assert "1/3 notebook(s) ok, 2 failed; 1 theorem claim(s) violated, 1 empirical claim(s) not reproduced" in out
+    assert "03_theorem: FAILED" in out and "AssertionError: theorem claim T1 is violated" in out
+    assert "theorem VIOLATED: 03_theorem [T1] n is negative (1)" in out
+    assert read_claims(figures / "claims" / "03_theorem.json")["claims"][0]["verdict"] == "violated"
+    # the contradicted paper claim is listed, not fatal on its own
+    assert "contradicted [paper]: 01_ok [E1] n exceeds two (n: 1.0 [1.0, 1.0], threshold > 2, n=3 seeds)" in out
+    assert "[E1] CONTRADICTED — n exceeds two (measured 1.0 [1.0, 1.0], threshold > 2, n=3 seeds)" in "".join(
+        o.get("text", "") for c in nbformat.read(build / "01_ok.ipynb", as_version=4).cells
+        if c.cell_type == "code" for o in c.outputs)
+    assert ("1/3 notebook(s) ok, 2 failed; 1 theorem claim(s) violated, 1 paper claim(s) contradicted, "
+            "0 derived conjecture(s) contradicted") in out
     summary = {line.split()[0]: line.split()[1] for line in out.splitlines()
                if line.split() and line.split()[0] in NOTEBOOKS and len(line.split()) > 2}
     assert summary == {"01_ok": "done", "02_fail": "FAILED", "03_theorem": "FAILED"}
@@ -135,20 +172,21 @@ def test_cache_is_invalidated_by_inputs(ws):
     path = ws["notebooks"] / "01_ok.ipynb"
     params = {"profile": "ci", "device": "auto"}
     figures = ws["figures"] / "ci"
-    key = reproduce.cache_key(path, params, figures, reproduce.package_digest())
+    key = reproduce.cache_key(path, params, figures, package_key(ws, "01_ok"))
     stamp = json.loads((ws["build"] / "ci" / "01_ok.cache.json").read_text())["key"]
     assert key == stamp
-    assert reproduce.cache_key(path, {**params, "seed": 1}, figures, reproduce.package_digest()) != key
+    assert reproduce.cache_key(path, {**params, "seed": 1}, figures, package_key(ws, "01_ok")) != key
+    assert reproduce.cache_key(path, params, figures, reproduce.package_digest()) != key  # registry entries count
     assert reproduce.cache_key(path, params, figures, "another package") != key
     nb = nbformat.read(path, as_version=4)
     nb.cells[3].source += "\n# changed"
     changed = ws["build"].parent / "01_ok.ipynb"
     nbformat.write(nb, changed)
-    assert reproduce.cache_key(changed, params, figures, reproduce.package_digest()) != key
+    assert reproduce.cache_key(changed, params, figures, package_key(ws, "01_ok")) != key
     nb.cells[3].source = nbformat.read(path, as_version=4).cells[3].source
     nb.cells[3].outputs = [nbformat.v4.new_output("stream", name="stdout", text="outputs do not count\n")]
     nbformat.write(nb, changed)
-    assert reproduce.cache_key(changed, params, figures, reproduce.package_digest()) == key
+    assert reproduce.cache_key(changed, params, figures, package_key(ws, "01_ok")) == key
     # a deleted output invalidates the cache too (checked without running anything)
     claims = figures / "claims" / "01_ok.json"
     (figures / "sizes.md").rename(figures / "sizes.md.bak")
@@ -198,32 +236,36 @@ def _fake_cached(ws, name: str, claims: list[dict]) -> None:
     nbformat.write(percent_to_notebook(notebook_text(name, "pass")), path)
     figures = ws["figures"] / "ci"
     params = {"profile": "ci", "device": "auto"}
-    key = reproduce.cache_key(path, params, figures, reproduce.package_digest())
+    key = reproduce.cache_key(path, params, figures, package_key(ws, name))
     (ws["build"] / "ci" / f"{name}.cache.json").write_text(json.dumps({"key": key}))
     record = {"notebook": name, "profile": "ci", "claims": claims, "artifacts": []}
     (figures / "claims" / f"{name}.json").write_text(json.dumps(record))
 
 
-def _claim(cid: str, kind: str, holds: bool) -> dict:
-    verdict = "holds" if holds else ("does not hold" if kind == "theorem" else "does not reproduce")
-    return {"id": cid, "statement": f"statement {cid}", "provenance": "paper", "kind": kind,
-            "measured": "1", "holds": holds, "verdict": verdict}
+def _claim(cid: str, kind: str, verdict: str, provenance: str = "paper") -> dict:
+    return {"id": cid, "statement": f"statement {cid}", "provenance": provenance, "kind": kind,
+            "measured": "1", "holds": verdict in ("holds", "supported"), "verdict": verdict}
 
 
 def test_recorded_claims_decide_the_exit_code(ws):
-    _fake_cached(ws, "05_empirical", [_claim("E", "empirical", False), _claim("S", "theorem", True)])
-    _fake_cached(ws, "06_broken", [_claim("T", "theorem", False)])
+    _fake_cached(ws, "05_empirical", [_claim("E", "empirical", "contradicted"), _claim("S", "theorem", "holds"),
+                                      _claim("I", "empirical", "inconclusive"), _claim("P", "empirical", "supported")])
+    _fake_cached(ws, "06_broken", [_claim("T", "theorem", "violated")])
+    _fake_cached(ws, "07_ours", [_claim("D", "empirical", "contradicted", "derived")])
     try:
         code, out = call(ws, "--profile", "ci", "--only", "05_empirical")
         assert code == 0 and "05_empirical: skipped (cached)" in out
-        assert re.search(r"05_empirical\s+cached\s+-\s+1/2 hold", out)
-        assert "does not reproduce: 05_empirical [E] statement E (1)" in out
+        assert re.search(r"05_empirical\s+cached\s+-\s+1/1 hold; 1 supported, 1 contradicted, 1 inconclusive", out)
+        assert "contradicted [paper]: 05_empirical [E] statement E (1)" in out
         code, out = call(ws, "--profile", "ci", "--only", "05_empirical", "--strict")
         assert code == 1
+        # our own conjecture contradicted: reported as such, and never fails the run, even with --strict
+        code, out = call(ws, "--profile", "ci", "--only", "07_ours", "--strict")
+        assert code == 0 and "contradicted (our conjecture) [derived]: 07_ours [D] statement D (1)" in out
         code, out = call(ws, "--profile", "ci", "--only", "06_broken")
-        assert code == 1 and "theorem does not hold: 06_broken [T] statement T (1)" in out
+        assert code == 1 and "theorem VIOLATED: 06_broken [T] statement T (1)" in out
     finally:
-        for name in ("05_empirical", "06_broken"):
+        for name in ("05_empirical", "06_broken", "07_ours"):
             (ws["notebooks"] / f"{name}.ipynb").unlink()
 
 

@@ -1,0 +1,423 @@
+"""The claims registry (lqtheory.claims) and the notebook API that evaluates registered claims only."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from lqtheory import claims as claims_mod  # noqa: E402
+from lqtheory.claims import (  # noqa: E402
+    RegistryError,
+    format_evidence,
+    format_value,
+    load_registry,
+    parse_registry,
+)
+from lqtheory.notebook import claims_path, collect_claims, read_claims, setup  # noqa: E402
+from lqtheory.stats import Interval, mean_interval, seeds_needed  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = {"ci": {"n": 10}, "default": {"n": 100}, "paper": {"n": 1000}}
+ENV_KEYS = ("LQTHEORY_FIGURES", "LQTHEORY_PROGRESS", "LQTHEORY_BATCH", "CI", "LQTHEORY_CLAIMS")
+
+REGISTRY = """
+[[claim]]
+id = "S1"
+notebook = "nb"
+statement = "Stechkin bound on 12000 vectors"
+provenance = "derived"
+kind = "theorem"
+
+[[claim]]
+id = "E2"
+notebook = "nb"
+statement = "SI-adaptive stays within 2 points of dense accuracy"
+provenance = "paper"
+kind = "empirical"
+metric = "largest drop (fraction)"
+threshold = 0.02
+direction = "below"
+rationale = "the paper's 2 points"
+
+[[claim]]
+id = "D1"
+notebook = "nb"
+statement = "our conjecture: a gain"
+provenance = "derived"
+kind = "empirical"
+metric = "gain (fraction)"
+threshold = 0
+direction = "above"
+rationale = "a sign claim"
+over = "vectors"
+
+[[claim]]
+id = "X"
+notebook = "other"
+statement = "another notebook's claim"
+provenance = "paper"
+kind = "theorem"
+"""
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path):
+    """Figures and the registry live in tmp; env flags are restored afterwards."""
+    saved = {k: os.environ.get(k) for k in ENV_KEYS}
+    det = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    for k in ENV_KEYS:
+        os.environ.pop(k, None)
+    os.environ["LQTHEORY_FIGURES"] = str(tmp_path / "figs")
+    registry = tmp_path / "notebooks" / "claims.toml"
+    registry.parent.mkdir()
+    registry.write_text(REGISTRY)
+    for name in ("nb", "other", "01_a", "02_b", "99_ledger"):
+        (registry.parent / f"{name}.ipynb").write_text("{}")
+    os.environ["LQTHEORY_CLAIMS"] = str(registry)
+    yield tmp_path / "figs"
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    torch.use_deterministic_algorithms(det, warn_only=warn_only)
+
+
+def new_run(name="nb"):
+    return setup(name, {"profile": "ci", "device": "cpu", "seed": 0, "n": None}, PROFILES)
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry
+
+
+def entry(**changes) -> str:
+    base = {"id": "E9", "notebook": "nb", "statement": "s", "provenance": "paper", "kind": "empirical",
+            "metric": "m", "threshold": 0.5, "direction": "above", "rationale": "r"}
+    base.update(changes)
+    lines = ["[[claim]]"]
+    for k, v in base.items():
+        if v is None:
+            continue
+        lines.append(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"')
+    return "\n".join(lines) + "\n"
+
+
+def test_registry_parses_in_file_order():
+    reg = load_registry()
+    assert list(reg) == ["S1", "E2", "D1", "X"]
+    assert reg["E2"].threshold == 0.02 and reg["E2"].direction == "below" and reg["E2"].over == "seeds"
+    assert reg["D1"].threshold == 0.0 and isinstance(reg["D1"].threshold, float) and reg["D1"].over == "vectors"
+    assert reg["E2"].relation == "< 0.02" and reg["D1"].relation == "> 0" and reg["S1"].relation is None
+    assert reg["S1"].metric is None and reg["S1"].kind == "theorem"
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        (entry() + entry(), "registered twice"),
+        (entry(notebook="nope"), "notebook 'nope' is not one of"),
+        (entry(provenance="folklore"), "provenance must be one of"),
+        (entry(kind="conjecture"), "kind must be one of"),
+        (entry(threshold=None), "needs threshold"),
+        (entry(direction=None, metric=None), "needs metric, direction"),
+        (entry(rationale=None), "needs rationale"),
+        (entry(direction="greater"), "direction must be one of"),
+        (entry(threshold="high"), "threshold must be a finite number"),
+        (entry(threshold=float("nan")).replace("nan", "nan"), "threshold must be a finite number"),
+        (entry(kind="theorem"), "a theorem has no metric, threshold, direction"),
+        (entry(id="[E9]"), "id must be a short label"),
+        (entry(statement=""), "statement must be a non-empty string"),
+        (entry(colour="red"), "unknown key"),
+        (entry(id=None), "missing id"),
+        ("claim = 3\n", "array of tables"),
+        ("[[claims]]\nid = 'x'\n", "unknown top-level key"),
+        ("[[claim]\n", "not valid TOML"),
+    ],
+)
+def test_registry_validation_errors(text, pattern):
+    with pytest.raises(RegistryError, match=pattern):
+        parse_registry(text, "test.toml", notebooks={"nb"})
+
+
+def test_registry_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="claims registry"):
+        load_registry(tmp_path / "none.toml")
+
+
+def test_the_project_registry_is_valid_and_every_notebook_claim_is_registered():
+    reg = load_registry(REPO / "notebooks" / "claims.toml")
+    notebooks = {p.stem for p in (REPO / "notebooks").glob("*.ipynb")}
+    assert {c.notebook for c in reg.values()} <= notebooks
+    for c in reg.values():
+        if c.kind == "empirical":
+            assert c.rationale and c.metric and c.direction in ("above", "below")
+
+
+# ----------------------------------------------------------------------------------------------
+# Run.claim (theorems)
+
+
+def test_theorem_claims_are_recorded_printed_and_replaced(capsys, isolated):
+    run = new_run()
+    capsys.readouterr()
+    run.claim("S1", measured={"max ratio": np.float64(0.93412), "vectors": 12000}, holds=True)
+    run.claim("S1", measured={"max ratio": torch.tensor(0.5)}, holds=torch.tensor(True))
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["[S1] HOLDS — Stechkin bound on 12000 vectors (max ratio 0.934, vectors 12000)",
+                   "[S1] HOLDS — Stechkin bound on 12000 vectors (max ratio 0.5)"]
+    record = read_claims(claims_path("nb", "ci"))
+    assert record["claims"] == [{"id": "S1", "statement": "Stechkin bound on 12000 vectors", "provenance": "derived",
+                                 "kind": "theorem", "measured": "max ratio 0.5", "holds": True, "verdict": "holds"}]
+    assert not list((isolated / "ci" / "claims").glob(".*"))  # no temporary files left behind
+    new_run()  # a fresh setup starts a fresh record
+    assert read_claims(claims_path("nb", "ci"))["claims"] == []
+
+
+def test_violated_theorem_is_recorded_then_raises(capsys):
+    run = new_run()
+    capsys.readouterr()
+    with pytest.raises(AssertionError, match="theorem claim S1 is violated"):
+        run.claim("S1", measured="max ratio 1.2", holds=False)
+    assert capsys.readouterr().out == "[S1] VIOLATED — Stechkin bound on 12000 vectors (max ratio 1.2)\n"
+    assert read_claims(run.claims_path)["claims"][0]["verdict"] == "violated"
+
+
+def test_unknown_id_and_wrong_notebook_are_errors():
+    run = new_run()
+    with pytest.raises(KeyError, match="'S9' is not registered"):
+        run.claim("S9", holds=True)
+    with pytest.raises(ValueError, match="registered for notebook 'other', not 'nb'"):
+        run.claim("X", holds=True)
+    with pytest.raises(ValueError, match="registered as empirical; evaluate it with run.estimate"):
+        run.claim("E2", holds=True)
+    with pytest.raises(ValueError, match="registered as theorem; evaluate it with run.claim"):
+        run.estimate("S1", samples=[1.0, 2.0])
+    assert read_claims(run.claims_path)["claims"] == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"holds": 0.99}, TypeError, "holds must be a bool"),
+        ({"holds": torch.tensor([True, False])}, ValueError, "single truth value"),
+        ({}, TypeError, "holds is required"),
+    ],
+)
+def test_claim_argument_errors(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        new_run().claim("S1", **kwargs)
+
+
+def test_the_old_signature_is_refused_with_a_pointer():
+    with pytest.raises(TypeError, match="statements live in notebooks/claims.toml"):
+        new_run().claim("S1", "Stechkin", "[derived]", 1, True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Run.estimate (empirical, three-way)
+
+
+@pytest.mark.parametrize(
+    ("samples", "verdict"),
+    [
+        ([0.010, 0.011, 0.012], "supported"),  # below 0.02, the claimed side
+        ([0.030, 0.031, 0.032], "contradicted"),
+        ([0.010, 0.020, 0.030], "inconclusive"),
+        ([0.020, 0.020, 0.020], "inconclusive"),  # an interval on the threshold covers it
+        ([0.015], "inconclusive"),  # one seed: no interval
+    ],
+)
+def test_estimate_three_way_verdicts(samples, verdict, capsys):
+    run = new_run()
+    capsys.readouterr()
+    assert run.estimate("E2", samples=samples) == verdict
+    line = capsys.readouterr().out
+    assert line.startswith(f"[E2] {verdict.upper()} — SI-adaptive stays within 2 points of dense accuracy "
+                           "(measured ")
+    assert f"threshold < 0.02, n={len(samples)} {'seed' if len(samples) == 1 else 'seeds'})" in line
+    c = read_claims(run.claims_path)["claims"][0]
+    assert c["verdict"] == verdict and c["holds"] == (verdict == "supported")
+    assert c["threshold"] == 0.02 and c["direction"] == "below" and c["interval"]["n"] == len(samples)
+    iv = mean_interval(samples)
+    expected = seeds_needed(iv, 0.02) if verdict == "inconclusive" else None
+    assert c["seeds_needed"] == expected
+
+
+def test_estimate_inconclusive_records_seeds_needed():
+    run = new_run()
+    run.estimate("E2", samples=[0.005, 0.025, 0.012])
+    c = read_claims(run.claims_path)["claims"][0]
+    assert c["verdict"] == "inconclusive" and isinstance(c["seeds_needed"], int) and c["seeds_needed"] > 3
+    iv = mean_interval([0.005, 0.025, 0.012])
+    assert c["seeds_needed"] == seeds_needed(iv, 0.02)
+
+
+def test_estimate_from_an_interval_and_the_over_label(capsys):
+    run = new_run()
+    capsys.readouterr()
+    iv = Interval(0.3, 0.1, 0.5, 400, 2.0, method="bootstrap")
+    assert run.estimate("D1", interval=iv, measured={"vectors": 400}) == "supported"
+    out = capsys.readouterr().out
+    assert out == ("[D1] SUPPORTED — our conjecture: a gain (measured 0.3 [0.1, 0.5], threshold > 0, "
+                   "n=400 vectors) [vectors 400]\n")
+    c = read_claims(run.claims_path)["claims"][0]
+    assert c["measured"] == "gain (fraction): 0.3 [0.1, 0.5], threshold > 0, n=400 vectors; vectors 400"
+    assert c["evidence"] == "vectors 400"
+    assert c["interval"] == {"mean": 0.3, "lo": 0.1, "hi": 0.5, "n": 400, "sd": 2.0, "level": 0.95,
+                             "method": "bootstrap"}
+    assert c["provenance"] == "derived"
+    assert run.estimate("D1", interval=Interval(-0.3, -0.5, -0.1, 400, 2.0)) == "contradicted"  # no exception
+
+
+def test_estimate_argument_errors():
+    run = new_run()
+    with pytest.raises(TypeError, match="exactly one of samples"):
+        run.estimate("E2")
+    with pytest.raises(TypeError, match="exactly one of samples"):
+        run.estimate("E2", samples=[1.0], interval=Interval(0.0, 0.0, 0.0, 1, 0.0))
+    with pytest.raises(TypeError, match="Interval"):
+        run.estimate("E2", interval=(0.0, 1.0))
+    with pytest.raises(ValueError, match="NaN"):
+        run.estimate("E2", samples=[0.1, math.nan])
+
+
+# ----------------------------------------------------------------------------------------------
+# Formatting and collection
+
+
+def test_floats_always_look_like_floats():
+    assert format_value(0.93412) == "0.934"
+    assert format_value(3.0) == "3.0" and format_value(123.4) == "123.4" and format_value(0.0) == "0.0"
+    assert format_value(-0.0) == "0.0" and format_value(2.33e-15) == "2.33e-15"
+    assert format_value(np.int64(12000)) == "12000" and format_value(7) == "7"
+    assert format_value(np.float64(1234567.0)) == "1.23e+06"
+    assert format_value(True) == "yes" and format_value(float("inf")) == "inf"
+    assert format_evidence({"a": 1.0, "b": 2}) == "a 1.0, b 2"
+    assert format_evidence(None) == "" and format_evidence(" x ") == "x"
+
+
+def test_collect_claims_lists_missing_notebooks(isolated):
+    reg_text = REGISTRY + "".join(
+        f'\n[[claim]]\nid = "T.{n}"\nnotebook = "{n}"\nstatement = "claim of {n}"\nprovenance = "paper"\n'
+        f'kind = "theorem"\n' for n in ("01_a", "02_b"))
+    Path(os.environ["LQTHEORY_CLAIMS"]).write_text(reg_text)
+    new_run("01_a").claim("T.01_a", measured=1, holds=True)
+    new_run("nb").estimate("E2", samples=[0.03, 0.031, 0.032])
+    new_run("99_ledger")
+    table, missing = collect_claims(isolated / "ci", expected=["01_a", "nb", "03_c"], exclude=["99_ledger"])
+    assert list(table["notebook"]) == ["01_a", "nb"]
+    assert list(table["verdict"]) == ["holds", "contradicted"]
+    assert list(table["provenance"]) == ["[paper]", "[paper]"]
+    assert missing == ["03_c"]
+    empty, missing = collect_claims(isolated / "nowhere", expected=["01_a"])
+    assert empty.empty and missing == ["01_a"]
+
+
+def test_registry_cache_sees_edits(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(entry(notebook="a"))
+    assert load_registry(path, notebooks={"a"})["E9"].threshold == 0.5
+    path.write_text(entry(notebook="a", threshold=0.75))
+    os.utime(path, ns=(1, 1))  # a new mtime even within the clock's resolution
+    assert load_registry(path, notebooks={"a"})["E9"].threshold == 0.75
+    assert claims_mod.for_notebook(load_registry(path, notebooks={"a"}), "a")[0].id == "E9"
+
+
+# ----------------------------------------------------------------------------------------------
+# The ledger
+
+
+def _ledger_inputs(isolated):
+    run = new_run()
+    run.claim("S1", measured={"max ratio": 0.5}, holds=True)
+    run.estimate("E2", samples=[0.005, 0.025, 0.012], measured={"scopes": 3})  # inconclusive
+    run.estimate("D1", interval=Interval(-2.44e-15, -3e-15, -1.9e-15, 400, 1e-14))  # contradicted, derived
+    return load_registry()
+
+
+def test_ledger_words_match_kind_and_provenance(isolated):
+    from lqtheory.ledger import ledger_frame, verdict_counts, verdict_label
+
+    registry = _ledger_inputs(isolated)
+    frame, missing, unregistered = ledger_frame(isolated / "ci", ["nb", "other"], registry)
+    assert list(frame["id"]) == ["S1", "E2", "D1", "X"]
+    assert list(frame["verdict"]) == ["holds", "inconclusive", "contradicted (our conjecture)", "not evaluated"]
+    assert missing == ["other"] and unregistered == []
+    e2 = frame.set_index("id").loc["E2"]
+    assert e2["threshold"] == "< 0.02" and e2["n"] == "3 seeds" and e2["provenance"] == "[paper]"
+    assert e2["to decide"] == f"≈{seeds_needed(mean_interval([0.005, 0.025, 0.012]), 0.02)} seeds"
+    assert frame.set_index("id").loc["S1", "evidence"] == "max ratio 0.5"
+    assert e2["evidence"] == "scopes 3"  # only what the notebook added, not the metric text
+    assert verdict_counts(frame) == {"holds": 1, "contradicted (our conjecture)": 1, "inconclusive": 1,
+                                     "not evaluated": 1}
+    assert verdict_label("empirical", "contradicted", "paper") == "contradicted"
+    assert verdict_label("theorem", "violated", "derived") == "VIOLATED"
+
+
+def test_ledger_markdown_is_grouped_left_aligned_and_keeps_numbers_whole(isolated):
+    from lqtheory.ledger import ledger_frame, ledger_markdown, ledger_styler
+
+    registry = _ledger_inputs(isolated)
+    frame, missing, _ = ledger_frame(isolated / "ci", ["nb", "other"], registry)
+    text = ledger_markdown(frame, "Ledger", missing)
+    assert text == ledger_markdown(frame, "Ledger", missing)  # deterministic
+    assert "## nb\n" in text and "## other\n" in text
+    assert all(set(line.strip("|")) <= {":", "-", "|"} and ":---" in line
+               for line in text.splitlines() if line.startswith("|:"))  # every column left-aligned
+    d1 = next(line for line in text.splitlines() if line.startswith("| D1 "))
+    assert "contradicted (our conjecture)" in d1
+    assert "\u20112.44e\u201115\u00a0[" in d1 and "e-15" not in d1  # no break opportunity inside a number
+    assert "Notebooks without a claims record at this profile: other" in text
+    html = ledger_styler(frame).to_html()
+    assert html == ledger_styler(frame).to_html()  # a fixed uuid: byte-identical reruns
+    assert "background-color: #fde8cc" in html and "text-align: left" in html and "white-space: nowrap" in html
+
+
+def test_every_claim_call_in_the_notebooks_is_registered_for_its_notebook():
+    import re as _re
+
+    import nbformat
+
+    reg = load_registry(REPO / "notebooks" / "claims.toml")
+    call = _re.compile(r"run\.(claim|estimate)\(\s*(f?)\"([^\"]+)\"")
+    seen = set()
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        for method, fstring, cid in call.findall(source):
+            if fstring:  # f"E3.order.{m}" / f"S6.{name}": some registered id of this notebook has the prefix
+                prefix = cid.split("{")[0]
+                matches = [c for c in reg.values() if c.id.startswith(prefix) and c.notebook == path.stem]
+                assert matches, f"{path.name}: no claim registered for {cid!r}"
+                seen.update(c.id for c in matches)
+                continue
+            assert cid in reg, f"{path.name}: {cid!r} is not registered"
+            assert reg[cid].notebook == path.stem, f"{path.name}: {cid!r} is registered for {reg[cid].notebook}"
+            assert (reg[cid].kind == "theorem") == (method == "claim"), f"{path.name}: {cid!r} is {reg[cid].kind}"
+            seen.add(cid)
+        # ids passed through a variable (run.estimate(tag, ...)) appear as string literals in the code
+        seen.update(c.id for c in reg.values() if c.notebook == path.stem and f'"{c.id}"' in source)
+    assert set(reg) == seen, f"registered but never evaluated: {sorted(set(reg) - seen)}"
+
+
+def test_profiles_restrict_where_a_claim_is_expected(isolated):
+    from lqtheory.ledger import ledger_frame
+
+    with pytest.raises(RegistryError, match="profiles must be a non-empty list"):
+        parse_registry(entry() + 'profiles = ["huge"]\n', "t.toml", notebooks={"nb"})
+    reg = parse_registry(entry() + 'profiles = ["paper"]\n', "t.toml", notebooks={"nb"})
+    assert reg["E9"].profiles == ("paper",) and load_registry()["E2"].profiles == ("ci", "default", "paper")
+    new_run()  # an empty record for nb
+    frame, _, _ = ledger_frame(isolated / "ci", ["nb"], reg, profile="ci")
+    assert frame.empty  # a paper-only claim is not "not evaluated" at ci
+    frame, _, _ = ledger_frame(isolated / "ci", ["nb"], reg, profile="paper")
+    assert list(frame["verdict"]) == ["not evaluated"]
