@@ -193,8 +193,8 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, capsys):
 def test_cli_two_checkpoints_compared_with_reports(tmp_path, capsys):
     torch.save(_mlp(0), tmp_path / "a.pt")
     torch.save(_mlp(0, heavy=True), tmp_path / "b.pt")
-    code, out, err = _cli(capsys, tmp_path / "a.pt", tmp_path / "b.pt", "--data", "digits", "--n-data", "64", "--eps", "0.3", "0.1",
-                          "--json", tmp_path / "r.json", "--markdown", tmp_path / "r.md")
+    code, out, err = _cli(capsys, tmp_path / "a.pt", tmp_path / "b.pt", "--data", "digits", "--n-data", "64",
+                          "--eps", "0.3", "0.1", "--json", tmp_path / "r.json", "--markdown", tmp_path / "r.md")
     assert code == 0, err
     assert "compressibility ranking" in out and "1. b.pt" in out
     body = json.loads((tmp_path / "r.json").read_text())
