@@ -32,8 +32,9 @@ machine without GPU name the same run. The folder holds:
 Every file is written atomically (temporary file + ``os.replace``). ``checkpoint.pt`` and
 ``results.json`` carry a SHA-256 of their content and the mask files' digests are listed in both, so a
 corrupt, truncated or foreign file raises :class:`CorruptRunError` naming it; it is never silently
-read or silently recomputed. Two processes must not run the same configuration into the same folder
-at the same time (there is no lock).
+read or silently recomputed. A run is computed under the folder's claim (:mod:`lqtheory.store`, the
+lock file ``.claim``): a second process asking for the same run waits for it and loads or resumes it,
+and the claim of a process that died is taken over.
 """
 
 from __future__ import annotations
@@ -751,10 +752,31 @@ def run_experiment(
             torch.set_num_threads(before)
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
+    resolve_device(config.device)  # a device that is not present fails before anything is claimed
+    run_dir = config.run_dir(out)
+    results_path, config_path = _results_path(run_dir), _config_path(run_dir)
+
+    if config_path.is_file():
+        _check_config_file(run_dir, config)
+    if results_path.is_file():
+        done = load_run(run_dir)
+        if done.complete:
+            return done
+    # Compute under the run folder's claim (lqtheory.store): a second process asking for this run waits,
+    # then loads or resumes it; a claim whose owner died is taken over.
+    from lqtheory.store import claim_run
+
+    with claim_run(run_dir) as claim:
+        return _run_claimed(config, out, claim, progress=progress, callbacks=callbacks, verbose=verbose,
+                            on_record=on_record)
+
+
+def _run_claimed(config, out, claim, *, progress, callbacks, verbose, on_record) -> Results:
+    """:func:`run_experiment` once the run folder is claimed: look again (another process may have
+    finished or advanced the run while we waited), then resume or start."""
     device = resolve_device(config.device)
     run_dir = config.run_dir(out)
     results_path, ckpt_path, config_path = _results_path(run_dir), _checkpoint_path(run_dir), _config_path(run_dir)
-
     if config_path.is_file():
         _check_config_file(run_dir, config)
     if results_path.is_file():
@@ -782,6 +804,7 @@ def run_experiment(
 
     show = progress_enabled(progress)
     start = len(state.records)
+    claim.log("start", iteration=start)
     bar = None
     if show:
         from tqdm.auto import tqdm
@@ -791,6 +814,7 @@ def run_experiment(
         for t in range(start, config.iterations + 1):
             record = state.iteration(t, callbacks=callbacks, progress=show)
             state.records.append(record)
+            claim.check()  # never commit into a folder another process has taken over
             state.commit(t, complete=t == config.iterations, metadata=metadata)
             if verbose:
                 print(_verbose_line(record), flush=True)
