@@ -844,28 +844,24 @@ def run_experiments(
     *,
     progress: bool | None = None,
     threads: int | None = None,
+    executor: str | None = None,
+    scheduler=None,
+    workers: int | None = None,
 ):
-    """Run (or load) every configuration in order and return all records as one pandas DataFrame
-    (:meth:`Results.frame` rows with the run id and main settings as columns). Duplicate
-    configurations run once. A tqdm bar over the runs is shown when interactive."""
-    import pandas as pd
+    """Run (or load) every configuration and return all records as one pandas DataFrame
+    (:meth:`Results.frame` rows with the run id and main settings as columns, in the order given).
+    Duplicate configurations run once. A tqdm bar over the runs is shown when interactive.
 
-    unique = list(dict.fromkeys(configs))
-    if not unique:
-        raise ValueError("configs is empty")
-    show = progress_enabled(progress)
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
+    Delegates to :func:`lqtheory.sweep.run_grid` (see there for ``executor``, ``scheduler``,
+    ``workers``, ``threads``). What differs is the default executor: the grid goes to Dask when a
+    scheduler is known (``scheduler``, or ``$LQTHEORY_SCHEDULER``, which ``lqtheory reproduce`` sets
+    for its notebooks) or Dask is asked for (``executor="dask"``, ``$LQTHEORY_EXECUTOR=dask``, or
+    ``workers``); otherwise the runs go one after another in this process, so a notebook executed on
+    its own (Jupyter, nbval) never starts a cluster of its own. Results are identical either way (with
+    the same ``threads``).
+    """
+    from lqtheory.sweep import resolve, run_grid
 
-        bar = tqdm(total=len(unique), desc="runs", file=sys.stderr)
-    frames = []
-    try:
-        for cfg in unique:
-            frames.append(run_experiment(cfg, out, progress=show, threads=threads).frame())
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    return pd.concat(frames, ignore_index=True)
+    executor, scheduler, _ = resolve(executor, scheduler, default="dask" if workers is not None else "serial")
+    return run_grid(configs, out, executor=executor, scheduler=scheduler if executor == "dask" else None,
+                    workers=workers, threads=threads, progress=progress)
