@@ -365,3 +365,67 @@ def test_concurrent_prune_processes_compute_a_run_once(tmp_path):
     assert res.complete and len(res.records) == 3 and not claim_path.exists()
     assert {p.name for p in cfg.run_dir(out).iterdir() if not p.name.startswith(".")} == {
         "config.json", "checkpoint.pt", "results.json", "mask_0.pt", "mask_1.pt", "mask_2.pt"}
+
+
+# --------------------------------------------------------------------------------------------------
+# `lqtheory reproduce`: one cluster, its address handed to the notebook kernels
+
+GRID_NOTEBOOK = '''# %% [markdown]
+# # 01_grid
+#
+# Claims [derived] for the tests of lqtheory.reproduce with a Dask cluster.
+
+# %% tags=["parameters"]
+profile = "ci"
+device = "auto"
+seed = 0
+
+# %%
+from lqtheory.notebook import setup
+PROFILES = {"ci": {}, "default": {}, "paper": {}}
+run = setup("01_grid", globals(), profiles=PROFILES)
+
+# %%
+import os
+from lqtheory import store
+from lqtheory.experiment import ExperimentConfig, run_experiments
+OUT = os.environ["GRID_OUT"]
+TINY = dict(dataset="digits", model="mlp-16-1-1-relu", n_train=300, n_test=120, epochs=1, batch_size=50, lr=0.1,
+            device="cpu", iterations=1)
+configs = [ExperimentConfig(method="sap", seed=s, **TINY) for s in range(2)]
+df = run_experiments(configs, OUT, threads=1)
+pids = {store.read_log(c.run_dir(OUT) / store.CLAIM_FILE)[0]["pid"] for c in configs}
+print("scheduler given:", "LQTHEORY_SCHEDULER" in os.environ, "| rows:", len(df),
+      "| computed in this kernel:", os.getpid() in pids)
+run.claim("G1", "the grid ran", "[derived]", {"rows": len(df)}, len(df) == 4)
+'''
+
+
+def test_reproduce_hands_one_cluster_to_the_notebooks(tmp_path, monkeypatch):
+    import argparse
+    import io
+
+    import nbformat
+
+    from lqtheory import reproduce
+    from lqtheory.notebook import percent_to_notebook
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nbformat.write(percent_to_notebook(GRID_NOTEBOOK), notebooks / "01_grid.ipynb")
+    monkeypatch.setenv("GRID_OUT", str(tmp_path / "runs"))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    parser = reproduce.add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--notebooks-dir", str(notebooks), "--build-dir", str(tmp_path / "build"),
+                              "--figures-dir", str(tmp_path / "figures"), "--profile", "ci", "--workers", "2"])
+    out = io.StringIO()
+    code = reproduce.run(args, out=out)
+    text = out.getvalue()
+    assert code == 0, text
+    assert "grids: local Dask cluster, 2 worker(s)" in text
+    executed = nbformat.read(tmp_path / "build" / "ci" / "01_grid.ipynb", as_version=4)
+    outputs = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert "scheduler given: True | rows: 4 | computed in this kernel: False" in outputs
+    streams = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.get("name") == "stderr"]
+    assert not streams, streams  # nothing from Dask leaked into the notebook
+    assert "LQTHEORY_SCHEDULER" not in os.environ  # restored after the reproduction
