@@ -28,7 +28,8 @@ def add_executor_arguments(parser, *, local_default: str) -> None:
                              f"debugging (default: ${ENV_EXECUTOR}, else {local_default})")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help=f"address of a running Dask scheduler, e.g. tcp://host:8786 (default: "
-                             f"${ENV_SCHEDULER}); its workers must see --out at the same path")
+                             f"${ENV_SCHEDULER}); its workers must see the run store (--out; the notebooks' "
+                             f"build/runs/) at the same path")
     parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                         help="single-threaded worker processes of the local Dask cluster started when no "
                              "scheduler is given (default: one per core; one per GPU with CUDA)")
