@@ -62,11 +62,13 @@ def grid(sizes: dict, methods=METHODS, scopes=SCOPES):
     ]
 
 
-def _warm(dataset: str) -> int:
-    """Load the data set in a worker (what every worker pays once, before its first run)."""
-    from lqtheory.experiment import _full_dataset
+def _warm(config, root: str) -> int:
+    """A one-iteration run in a worker, into a folder of its own: the data set is loaded and torch's
+    first-call costs are paid before the clock starts, as the serial case's warm-up run does."""
+    from lqtheory.experiment import run_experiment
 
-    return _full_dataset(dataset).n_train
+    run_experiment(config.replace(iterations=0), Path(root) / f"warm-{os.getpid()}", threads=1)
+    return os.getpid()
 
 
 def _noop() -> None:
@@ -76,7 +78,7 @@ def _noop() -> None:
 def time_serial(configs, root: Path) -> float:
     from lqtheory.sweep import run_grid
 
-    run_grid(configs[:1], root / "warm-serial", executor="serial", threads=1)  # data loaded, code warm
+    run_grid([configs[0].replace(iterations=0)], root / "warm-serial", executor="serial", threads=1)  # as _warm
     start = time.perf_counter()
     run_grid(configs, root / "serial", executor="serial", threads=1)
     return time.perf_counter() - start
@@ -91,7 +93,7 @@ def time_dask(configs, root: Path, workers: int) -> dict:
     start = time.perf_counter()
     with local_cluster(workers, announce=False) as cluster, Client(cluster, set_as_default=False) as client:
         client.wait_for_workers(workers, timeout=600)
-        client.run(_warm, configs[0].dataset)
+        client.run(_warm, configs[0], str(root))
         started = time.perf_counter() - start
         trips = []
         for _ in range(20):
