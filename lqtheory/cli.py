@@ -146,6 +146,13 @@ def _add_prune_arguments(parser: argparse.ArgumentParser) -> None:
                       help="always show progress bars (default: only on a terminal)")
     data.add_argument("--no-progress", dest="progress", action="store_false",
                       help="never show progress bars (default: see --progress)")
+    from lqtheory.sweep.options import add_executor_arguments
+
+    add_executor_arguments(
+        parser.add_argument_group("where to run (Dask; README: Running a grid on a cluster)"),
+        local_default="this process, unless a scheduler is given or --workers asks for a local Dask cluster; "
+                      "a run another process is computing in the same --out is waited for, not repeated",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,7 +221,8 @@ def _config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
 
 def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -> int:
     from lqtheory.data import dataset_task
-    from lqtheory.experiment import CorruptRunError, load_run, run_experiment
+    from lqtheory.experiment import CorruptRunError, load_run
+    from lqtheory.sweep import GridError
 
     config = _config_from_args(args, parser)
     run_dir = config.run_dir(args.out)
@@ -242,11 +250,15 @@ def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -
             printed = record["iteration"] + 1
 
     try:
-        results = run_experiment(config, args.out, progress=args.progress, threads=args.threads,
-                                 on_record=on_record)
+        results = _compute(config, args, on_record)
+        for record in results.records[printed:]:  # computed by another process while we waited for it
+            on_record(record)
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to resume from {run_dir}", file=sys.stderr, flush=True)
         return 130
+    except GridError as err:  # the worker's traceback is already on stderr
+        print(f"lqtheory prune: error: {err.failures[0].describe()}", file=sys.stderr, flush=True)
+        return 1
     except (CorruptRunError, FileNotFoundError, RuntimeError, ValueError, OSError) as err:
         print(f"lqtheory prune: error: {err}", file=sys.stderr, flush=True)
         return 1
@@ -265,6 +277,51 @@ def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -
     )
     print(f"results: {run_dir}", file=out, flush=True)
     return 0
+
+
+def _compute(config, args: argparse.Namespace, on_record):
+    """Run ``config``: in this process (the default), or as a Dask task when a scheduler is known or
+    --executor dask / --workers ask for it; rows are printed as the run folder records them."""
+    import threading
+
+    from lqtheory import store
+    from lqtheory.experiment import load_run, run_experiment
+    from lqtheory.sweep import resolve, run_grid
+
+    executor, scheduler, _ = resolve(args.executor, args.scheduler,
+                                     default="dask" if args.workers is not None else "serial")
+    run_dir = config.run_dir(args.out)
+    if executor == "serial":
+        if args.workers is not None:
+            raise ValueError("--workers sizes a local Dask cluster; drop it or --executor serial")
+        holder = store.read_claim(run_dir / store.CLAIM_FILE)
+        if holder is not None:
+            print(f"run {run_dir.name} is claimed by {holder.describe()}: waiting for it (a dead owner's claim "
+                  "is taken over)", file=sys.stderr, flush=True)
+        return run_experiment(config, args.out, progress=args.progress, threads=args.threads, on_record=on_record)
+
+    done = threading.Event()
+
+    def follow() -> None:  # the run folder is the progress report: print records as they are committed
+        seen = 0
+        while not done.wait(0.5):
+            try:
+                records = load_run(run_dir).records
+            except (FileNotFoundError, OSError, ValueError):
+                continue
+            for record in records[seen:]:
+                on_record(record)
+            seen = len(records)
+
+    watcher = threading.Thread(target=follow, daemon=True)
+    watcher.start()
+    try:
+        run_grid([config], args.out, executor="dask", scheduler=scheduler, workers=args.workers,
+                 threads=args.threads or 1, progress=False)
+    finally:
+        done.set()
+        watcher.join()
+    return load_run(run_dir)
 
 
 def _run_reproduce(rest: Sequence[str]) -> int:

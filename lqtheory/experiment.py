@@ -43,8 +43,9 @@ The control (``method="control"``) runs the same schedule with nothing pruned; s
 Every file is written atomically (temporary file + ``os.replace``). ``checkpoint.pt`` and
 ``results.json`` carry a SHA-256 of their content and the mask files' digests are listed in both, so a
 corrupt, truncated or foreign file raises :class:`CorruptRunError` naming it; it is never silently
-read or silently recomputed. Two processes must not run the same configuration into the same folder
-at the same time (there is no lock).
+read or silently recomputed. A run is computed under the folder's claim (:mod:`lqtheory.store`, the
+lock file ``.claim``): a second process asking for the same run waits for it and loads or resumes it,
+and the claim of a process that died is taken over.
 """
 
 from __future__ import annotations
@@ -1000,6 +1001,28 @@ def run_experiment(
             torch.set_num_threads(before)
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
+    resolve_device(config.device)  # a device that is not present fails before anything is claimed
+    run_dir = config.run_dir(out)
+    results_path, config_path = _results_path(run_dir), _config_path(run_dir)
+
+    if config_path.is_file():
+        _check_config_file(run_dir, config)
+    if results_path.is_file():
+        done = load_run(run_dir)
+        if done.complete:
+            return done
+    # Compute under the run folder's claim (lqtheory.store): a second process asking for this run waits,
+    # then loads or resumes it; a claim whose owner died is taken over.
+    from lqtheory.store import claim_run
+
+    with claim_run(run_dir) as claim:
+        return _run_claimed(config, out, claim, progress=progress, callbacks=callbacks, verbose=verbose,
+                            on_record=on_record)
+
+
+def _run_claimed(config, out, claim, *, progress, callbacks, verbose, on_record) -> Results:
+    """:func:`run_experiment` once the run folder is claimed: look again (another process may have
+    finished or advanced the run while we waited), then resume or start."""
     device = resolve_device(config.device)
     run_dir = config.run_dir(out)
     results_path, ckpt_path, config_path = _results_path(run_dir), _checkpoint_path(run_dir), _config_path(run_dir)
@@ -1037,6 +1060,7 @@ def run_experiment(
 
     show = progress_enabled(progress)
     start = len(state.records)
+    claim.log("start", iteration=start)
     bar = None
     if show:
         from tqdm.auto import tqdm
@@ -1046,6 +1070,7 @@ def run_experiment(
         for t in range(start, config.iterations + 1):
             record = state.iteration(t, callbacks=callbacks, progress=show)
             state.records.append(record)
+            claim.check()  # never commit into a folder another process has taken over
             state.commit(t, complete=t == config.iterations, metadata=metadata)
             if verbose:
                 print(_verbose_line(record), flush=True)
@@ -1075,28 +1100,24 @@ def run_experiments(
     *,
     progress: bool | None = None,
     threads: int | None = None,
+    executor: str | None = None,
+    scheduler=None,
+    workers: int | None = None,
 ):
-    """Run (or load) every configuration in order and return all records as one pandas DataFrame
-    (:meth:`Results.frame` rows with the run id and main settings as columns). Duplicate
-    configurations run once. A tqdm bar over the runs is shown when interactive."""
-    import pandas as pd
+    """Run (or load) every configuration and return all records as one pandas DataFrame
+    (:meth:`Results.frame` rows with the run id and main settings as columns, in the order given).
+    Duplicate configurations run once. A tqdm bar over the runs is shown when interactive.
 
-    unique = list(dict.fromkeys(configs))
-    if not unique:
-        raise ValueError("configs is empty")
-    show = progress_enabled(progress)
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
+    Delegates to :func:`lqtheory.sweep.run_grid` (see there for ``executor``, ``scheduler``,
+    ``workers``, ``threads``). What differs is the default executor: the grid goes to Dask when a
+    scheduler is known (``scheduler``, or ``$LQTHEORY_SCHEDULER``, which ``lqtheory reproduce`` sets
+    for its notebooks) or Dask is asked for (``executor="dask"``, ``$LQTHEORY_EXECUTOR=dask``, or
+    ``workers``); otherwise the runs go one after another in this process, so a notebook executed on
+    its own (Jupyter, nbval) never starts a cluster of its own. Results are identical either way (with
+    the same ``threads``).
+    """
+    from lqtheory.sweep import resolve, run_grid
 
-        bar = tqdm(total=len(unique), desc="runs", file=sys.stderr)
-    frames = []
-    try:
-        for cfg in unique:
-            frames.append(run_experiment(cfg, out, progress=show, threads=threads).frame())
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    return pd.concat(frames, ignore_index=True)
+    executor, scheduler, _ = resolve(executor, scheduler, default="dask" if workers is not None else "serial")
+    return run_grid(configs, out, executor=executor, scheduler=scheduler if executor == "dask" else None,
+                    workers=workers, threads=threads, progress=progress)

@@ -13,6 +13,13 @@ theorem claim is violated (or, with ``--strict``, an empirical claim of the pape
 contradicted [derived] conjecture or an inconclusive claim never fails the run); 2 for a
 usage error found before anything ran (unknown notebook, unknown parameter, malformed notebook).
 
+Grids of runs: one Dask cluster serves the whole reproduction. Unless ``--scheduler`` (or
+``$LQTHEORY_SCHEDULER``) names an existing one, a local cluster of ``--workers`` single-threaded worker
+processes (default: one per core) is started before the first notebook and shut down at the end; its
+address reaches the notebook kernels as ``$LQTHEORY_SCHEDULER``, so every ``run_experiments`` call
+sends its runs there and notebooks running side by side (``--jobs``) share the workers.
+``--executor serial`` keeps every grid inside its notebook's kernel.
+
 ``--update-notebooks`` re-executes the selected notebooks at the ``ci`` profile with their own
 defaults and writes them back into ``notebooks/`` without papermill's volatile metadata: how the
 committed outputs that nbval compares are refreshed.
@@ -495,6 +502,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--update-notebooks", action="store_true",
                         help="execute at the ci profile and write the outputs back into the notebooks "
                              "(how committed outputs are refreshed)")
+    from lqtheory.sweep.options import add_executor_arguments
+
+    add_executor_arguments(parser.add_argument_group("grids of runs (Dask; one cluster for the whole reproduction)"),
+                           local_default="dask on a local cluster started for the reproduction")
     parser.add_argument("--notebooks-dir", type=Path, default=None, help="default: <repo>/notebooks")
     parser.add_argument("--build-dir", type=Path, default=None,
                         help="root of the executed copies (default: <repo>/build/notebooks)")
@@ -579,10 +590,13 @@ def _run(args: argparse.Namespace, out) -> int:
         return task
 
     indexed = list(enumerate(selected))
-    with _kernel_environment(figures_root, notebooks_dir / "claims.toml"):
+    grid = _grid_cluster(args)
+    with _kernel_environment(figures_root, notebooks_dir / "claims.toml"), grid:
         try:
             for phase in (False, True):  # regular notebooks, then aggregators
                 tasks = [t for i, p in indexed if is_aggregator(p.stem) == phase if (t := make_task(i, p))]
+                if tasks and not grid.started:
+                    console.line(grid.start())  # exports the cluster's address to the kernels
                 for outcome in _run_tasks(tasks, args.jobs, console):
                     outcomes[outcome.name] = outcome
         finally:
@@ -643,6 +657,24 @@ def _write_report(target, build: Path, figures: Path, profile: str, selected: Se
     print(f"report: {summary['path']} ({summary['notebooks']} notebooks, {summary['figures']} figures, "
           f"{summary['claims']} claims)", file=out)
     return 0
+
+
+def _grid_cluster(args: argparse.Namespace):
+    """The one Dask cluster of the reproduction (not started yet): see the module docstring."""
+    from lqtheory.sweep.cluster import SharedCluster, gpu_count
+
+    gpus = 0
+    if args.executor != "serial" and args.scheduler is None and args.device != "cpu":
+        from lqtheory.device import resolve_device
+
+        try:
+            gpus = gpu_count() if resolve_device(args.device).type == "cuda" else 0
+        except ValueError:
+            gpus = 0  # a missing device is the notebooks' error to report
+    try:
+        return SharedCluster(args.executor, args.scheduler, args.workers, gpus=gpus)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
 
 
 def main(argv: Sequence[str] | None = None) -> int:

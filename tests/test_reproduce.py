@@ -96,8 +96,9 @@ def package_key(ws: dict, name: str) -> str:
 
 def args_for(ws: dict, *extra: str) -> argparse.Namespace:
     parser = reproduce.add_arguments(argparse.ArgumentParser())
+    # these notebooks run no grid: no Dask cluster (tests/test_sweep.py covers reproduce's cluster)
     return parser.parse_args(["--notebooks-dir", str(ws["notebooks"]), "--build-dir", str(ws["build"]),
-                              "--figures-dir", str(ws["figures"]), *extra])
+                              "--figures-dir", str(ws["figures"]), "--executor", "serial", *extra])
 
 
 def call(ws: dict, *extra: str) -> tuple[int, str]:

@@ -1,0 +1,274 @@
+"""``run_grid``: a grid of runs on Dask (or in-process), returned as one DataFrame."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ENV_EXECUTOR", "ENV_SCHEDULER", "EXECUTORS", "GridError", "RunFailure", "resolve", "run_grid"]
+
+ENV_SCHEDULER = "LQTHEORY_SCHEDULER"  # address of the Dask scheduler grids go to (set by `lqtheory reproduce`)
+ENV_EXECUTOR = "LQTHEORY_EXECUTOR"  # "dask" | "serial": the executor when none is passed
+EXECUTORS = ("dask", "serial")
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """A run of a grid that raised: its configuration, the error and the traceback (from the worker)."""
+
+    config: object
+    run_id: str
+    error: str
+    traceback: str
+
+    def describe(self) -> str:
+        return f"run {self.run_id} ({self.config.describe()}): {self.error}"
+
+
+class GridError(RuntimeError):
+    """Some runs of a grid failed; the others finished. ``failures``: :class:`RunFailure` list;
+    ``frame``: the records of the runs that finished (None if none did)."""
+
+    def __init__(self, failures: Sequence[RunFailure], total: int, frame=None):
+        self.failures = list(failures)
+        self.frame = frame
+        lines = [f"{len(self.failures)} of {total} run(s) failed (the others finished):"]
+        for f in self.failures:
+            lines += [f"  {f.describe()}", *("    " + ln for ln in f.traceback.rstrip().splitlines())]
+        super().__init__("\n".join(lines))
+
+
+def _env_executor() -> str | None:
+    value = os.environ.get(ENV_EXECUTOR, "").strip().lower()
+    if value and value not in EXECUTORS:
+        raise ValueError(f"${ENV_EXECUTOR} must be one of {', '.join(EXECUTORS)}, got {value!r}")
+    return value or None
+
+
+def resolve(executor: str | None, scheduler, *, default: str = "dask") -> tuple[str, object, bool]:
+    """``(executor, scheduler, explicit)``: the executor asked for (argument, else ``$LQTHEORY_EXECUTOR``,
+    else "dask" when a scheduler is known, else ``default``), the scheduler (argument, else
+    ``$LQTHEORY_SCHEDULER``), and whether the executor was asked for rather than defaulted."""
+    if executor is not None:
+        if not isinstance(executor, str) or executor.strip().lower() not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)} or None, got {executor!r}")
+        executor = executor.strip().lower()
+        if executor == "serial" and scheduler is not None:
+            raise ValueError("executor='serial' runs in this process: it cannot use a scheduler")
+    if scheduler is None:
+        scheduler = os.environ.get(ENV_SCHEDULER, "").strip() or None
+    explicit = executor is not None
+    if executor is None:
+        executor = _env_executor()
+        explicit = executor is not None
+    if executor is None:
+        executor = "dask" if scheduler is not None else default
+    return executor, scheduler, explicit
+
+
+def _check_count(value, name: str, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}")
+
+
+def _finished(config, out) -> bool:
+    """The run's results.json says complete (a cheap look; run_experiment verifies when it loads)."""
+    from lqtheory.experiment import CorruptRunError, load_run
+
+    try:
+        return load_run(config.run_dir(out)).complete
+    except (FileNotFoundError, CorruptRunError, OSError):
+        return False
+
+
+def run_grid(configs, out: str | os.PathLike = "runs", *, executor: str | None = None, scheduler=None,
+             workers: int | None = None, threads: int | None = 1, progress: bool | None = None):
+    """Run (or resume, or load) every configuration of a grid; return all records as one DataFrame.
+
+    The frame is the one :func:`lqtheory.experiment.run_experiments` has always returned: the
+    :meth:`~lqtheory.experiment.Results.frame` of each distinct configuration, concatenated in the
+    order given (duplicates run once). Runs live in ``<out>/<run_id>/`` as with ``run_experiment``.
+
+    ``executor``: ``"dask"`` (the default) sends one task per run, and one task per distinct dense
+    model the runs start from (their dependency, when :mod:`lqtheory.experiment` has a dense stage),
+    to a Dask cluster; ``"serial"`` runs them one after another in this process (today's loop, for
+    debugging: the first error is raised as is). Without an argument, ``$LQTHEORY_EXECUTOR`` decides.
+
+    ``scheduler``: the address of an existing Dask scheduler (``tcp://host:8786``) or a cluster object
+    (``LocalCluster``, dask-jobqueue's ``SLURMCluster``); default ``$LQTHEORY_SCHEDULER``. Without one,
+    a ``LocalCluster`` is started for the grid and closed afterwards: ``workers`` single-threaded
+    worker processes (default: one per core), or one per GPU when the runs use CUDA. When the executor
+    is not asked for explicitly and fewer than two runs are left to compute, no cluster is started:
+    they run in this process (a cluster would only add its start-up).
+
+    Runs already finished in the store are loaded here, not sent. Workers must see ``out`` at the same
+    path (a shared file system on a cluster); it is made absolute before it is sent.
+
+    ``threads``: torch CPU threads per run (``torch.set_num_threads``), 1 by default; with the same
+    count, a run computed by a worker is bit-identical to one computed in-process. ``None`` leaves
+    torch's setting alone in the serial loop and means 1 on Dask workers.
+
+    ``progress``: one tqdm bar over the tasks (default: when interactive). A run that raises on Dask
+    is reported on stderr with its configuration and traceback as soon as it fails, the other runs go
+    on, and :class:`GridError` (listing every failure, holding the finished runs' frame) is raised at
+    the end. A worker that dies mid-run is replaced: Dask retries its task, which takes over the dead
+    worker's claim on the run folder and resumes from the last checkpoint.
+    """
+    from lqtheory.experiment import ExperimentConfig
+
+    if isinstance(configs, ExperimentConfig | str | bytes):
+        raise TypeError(f"configs must be a sequence of ExperimentConfig, got {type(configs).__name__}")
+    configs = list(configs)
+    if not configs:
+        raise ValueError("configs is empty")
+    for cfg in configs:
+        if not isinstance(cfg, ExperimentConfig):
+            raise TypeError(f"configs must hold ExperimentConfig objects, got {type(cfg).__name__}")
+    _check_count(workers, "workers")
+    _check_count(threads, "threads")
+    executor, scheduler, explicit = resolve(executor, scheduler)
+    if executor == "serial":
+        if workers is not None:
+            raise ValueError("workers sizes a local Dask cluster; it has no meaning with executor='serial'")
+        return _serial(list(dict.fromkeys(configs)), out, threads=threads, progress=progress)
+    return _dask(configs, out, scheduler=scheduler, workers=workers, threads=threads or 1, progress=progress,
+                 explicit=explicit)
+
+
+def _concat(frames):
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)
+
+
+def _bar(total: int, progress: bool | None, desc: str):
+    from lqtheory.training import progress_enabled
+
+    if not progress_enabled(progress):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr)
+
+
+def _serial(configs, out, *, threads, progress):
+    """Today's loop: one run after another in this process."""
+    from lqtheory import experiment
+    from lqtheory.training import progress_enabled
+
+    show = progress_enabled(progress)
+    bar = _bar(len(configs), progress, "runs")
+    frames = []
+    try:
+        for cfg in configs:
+            frames.append(experiment.run_experiment(cfg, out, progress=show, threads=threads).frame())
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return _concat(frames)
+
+
+def _gpus_for(configs, scheduler) -> int:
+    """One local worker per GPU when the runs use CUDA (and no cluster is given)."""
+    if scheduler is not None:
+        return 0
+    if not any(cfg.device_type() == "cuda" for cfg in configs):
+        return 0
+    from lqtheory.sweep.cluster import gpu_count
+
+    return gpu_count()
+
+
+def _dask(configs, out, *, scheduler, workers, threads, progress, explicit):
+    from lqtheory import experiment
+    from lqtheory.sweep.graph import plan_grid
+
+    out_abs = str(Path(out).expanduser().resolve())
+    plan = plan_grid(configs, out_abs)
+    frames: dict[str, object] = {}
+    pending = []
+    for task in plan.runs:
+        if _finished(task.config, out_abs):
+            frames[task.run_id] = experiment.run_experiment(task.config, out_abs, progress=False).frame()
+        else:
+            pending.append(task)
+    failures: list[RunFailure] = []
+    if pending and not explicit and scheduler is None and len(pending) < 2:
+        for task in pending:
+            try:
+                frames[task.run_id] = experiment.run_experiment(task.config, out_abs, progress=False,
+                                                                threads=threads).frame()
+            except Exception as err:  # noqa: BLE001 - reported like a failed Dask task
+                failures.append(RunFailure(task.config, task.run_id, f"{type(err).__name__}: {err}",
+                                           traceback.format_exc()))
+                _report(failures[-1])
+    elif pending:
+        n_workers = workers if workers is not None else None
+        if scheduler is None and n_workers is None:
+            from lqtheory.sweep.cluster import default_workers
+
+            n_workers = min(default_workers(), len(pending))
+        gpus = _gpus_for([t.config for t in pending], scheduler)
+        failures = _submit(plan, pending, out_abs, scheduler=scheduler, workers=n_workers, gpus=gpus,
+                           threads=threads, progress=progress, frames=frames)
+    done = [frames[run_id] for _, run_id in plan.order if run_id in frames]
+    if failures:
+        raise GridError(failures, len(plan.runs), _concat(done) if done else None)
+    return _concat(done)
+
+
+def _report(failure: RunFailure) -> None:
+    print(f"lqtheory: {failure.describe()}\n{failure.traceback.rstrip()}", file=sys.stderr, flush=True)
+
+
+def _failure(task, future) -> RunFailure:
+    from lqtheory.sweep.tasks import TaskError
+
+    if future.status == "error":
+        err = future.exception()
+        if isinstance(err, TaskError):  # raised in the run (or its dense stage): the worker's traceback
+            return RunFailure(task.config, task.run_id, err.error, err.traceback)
+        # from Dask itself, e.g. KilledWorker: the task killed every worker it was tried on
+        tb = "".join(traceback.format_exception(type(err), err, future.traceback()))
+        return RunFailure(task.config, task.run_id, f"{type(err).__name__}: {err}", tb)
+    return RunFailure(task.config, task.run_id, f"task {future.status}", "")
+
+
+def _submit(plan, pending, out, *, scheduler, workers, gpus, threads, progress, frames) -> list[RunFailure]:
+    """Send the pending runs and the dense tasks they need; collect frames and failures."""
+    from distributed import as_completed
+
+    from lqtheory.sweep.cluster import connect
+    from lqtheory.sweep.tasks import dense_task, run_task
+
+    needed = {t.dense for t in pending if t.dense is not None}
+    failures: list[RunFailure] = []
+    with connect(scheduler, workers=workers, gpus=gpus) as client:
+        dense = {d.key: client.submit(dense_task, d.config, out, threads, key=d.key)
+                 for d in plan.dense if d.key in needed}
+        runs = {client.submit(run_task, t.config, out, threads, dense.get(t.dense), key=t.key): t
+                for t in pending}
+        bar = _bar(len(dense) + len(runs), progress, "grid")
+        try:
+            for future in as_completed([*dense.values(), *runs], loop=client.loop):
+                task = runs.get(future)
+                if task is not None:
+                    if future.status == "finished":
+                        frames[task.run_id] = future.result()
+                    else:
+                        failures.append(_failure(task, future))
+                        _report(failures[-1])
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+    return failures

@@ -1,0 +1,35 @@
+"""Command-line options of the grid executor, shared by ``lqtheory prune`` and ``lqtheory reproduce``
+(no Dask import here: parsing must stay cheap)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lqtheory.sweep.executor import ENV_EXECUTOR, ENV_SCHEDULER, EXECUTORS
+
+__all__ = ["add_executor_arguments"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_executor_arguments(parser, *, local_default: str) -> None:
+    """``--executor``, ``--scheduler``, ``--workers`` on ``parser`` (a parser or an argument group).
+    ``local_default`` says in the help what happens without a scheduler."""
+    parser.add_argument("--executor", choices=EXECUTORS, default=None,
+                        help=f"dask: runs are Dask tasks; serial: one after another in this process, for "
+                             f"debugging (default: ${ENV_EXECUTOR}, else {local_default})")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help=f"address of a running Dask scheduler, e.g. tcp://host:8786 (default: "
+                             f"${ENV_SCHEDULER}); its workers must see the run store (--out; the notebooks' "
+                             f"build/runs/) at the same path")
+    parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                        help="single-threaded worker processes of the local Dask cluster started when no "
+                             "scheduler is given (default: one per core; one per GPU with CUDA)")

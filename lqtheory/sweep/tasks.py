@@ -1,0 +1,73 @@
+"""What a Dask worker executes: module-level functions, pickled by reference (workers import
+``lqtheory``, so the package must be installed, or on ``PYTHONPATH``, wherever workers run)."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+__all__ = ["DENSE_CLAIMS", "TaskError", "dense_task", "run_task"]
+
+_MAX_TRACEBACK = 20_000  # characters kept of a worker's traceback
+
+
+class TaskError(RuntimeError):
+    """A task's exception as plain text (``error``, ``traceback``), so that it always travels back to
+    the client: some exceptions or tracebacks cannot be pickled (a deep RecursionError), and Dask then
+    never reports the task as failed."""
+
+    def __init__(self, error: str, traceback_text: str):
+        super().__init__(error, traceback_text)
+        self.error, self.traceback = error, traceback_text
+
+    def __str__(self) -> str:
+        return self.error
+
+
+def _as_text(err: BaseException) -> TaskError:
+    text = traceback.format_exc()
+    if len(text) > _MAX_TRACEBACK:
+        text = text[: _MAX_TRACEBACK // 2] + "\n[...]\n" + text[-_MAX_TRACEBACK // 2:]
+    return TaskError(f"{type(err).__name__}: {err}"[:2000], text)
+
+DENSE_CLAIMS = "dense"  # claims of dense artifacts live in <out>/dense/.<dense_id>.claim
+
+
+def _single_threaded(threads: int) -> None:
+    # The nanny sets OMP/MKL threads to 1 through the environment; torch's intra-op pool is set here,
+    # so a worker computes exactly what the serial loop computes with the same thread count.
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def dense_task(config, out: str, threads: int) -> str:
+    """Train (or find) the dense model of ``config`` once, under a claim, so that concurrent grids
+    sharing the store never train it twice. Returns the artifact's folder."""
+    from lqtheory import store
+    from lqtheory.sweep.graph import dense_stage
+
+    _single_threaded(threads)
+    stage = dense_stage()
+    if stage is None:
+        raise RuntimeError("lqtheory.experiment has no dense stage (dense_id/ensure_dense)")
+    dense_id, ensure_dense = stage
+    try:
+        did = str(dense_id(config))
+        with store.claim(Path(out) / DENSE_CLAIMS / f".{did}.claim", label=f"dense {did}"):
+            return str(ensure_dense(config, out))
+    except Exception as err:  # noqa: BLE001 - sent back as text
+        raise _as_text(err) from None
+
+
+def run_task(config, out: str, threads: int, dense: str | None = None):
+    """Run (or resume, or load) ``config`` into the store ``out``; returns the run's records as the
+    DataFrame :meth:`lqtheory.experiment.Results.frame` gives. ``dense`` (the dense task's result)
+    only orders this task after its dense stage."""
+    from lqtheory import experiment
+
+    _single_threaded(threads)
+    try:
+        return experiment.run_experiment(config, out, progress=False, threads=threads).frame()
+    except Exception as err:  # noqa: BLE001 - sent back as text
+        raise _as_text(err) from None

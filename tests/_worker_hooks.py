@@ -1,0 +1,37 @@
+"""Preloaded into the Dask workers of tests/test_sweep.py (distributed's ``preload`` option).
+
+Inactive unless ``$LQTHEORY_TEST_HOOK_DIR/arm`` exists. When armed, the first run to start training
+iteration 2 writes this worker's pid into ``<dir>/stalled`` and stalls, so the test can kill the
+worker process mid-run (iterations 0 and 1 committed); every later call, including the retried task on
+the restarted or the other worker, trains normally.
+"""
+
+import os
+import time
+from pathlib import Path
+
+import lqtheory.experiment as experiment
+
+HOOK_DIR = Path(os.environ["LQTHEORY_TEST_HOOK_DIR"])
+_train = getattr(experiment, "_unhooked_train", experiment.train)  # idempotent: preload may run twice
+experiment._unhooked_train = _train
+
+
+def _stall_once() -> None:
+    marker = HOOK_DIR / "stalled"
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(300)  # until the test kills this process
+
+
+def train(*args, **kwargs):
+    if kwargs.get("desc") == "iteration 2" and (HOOK_DIR / "arm").exists():
+        _stall_once()
+    return _train(*args, **kwargs)
+
+
+experiment.train = train
