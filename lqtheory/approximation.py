@@ -20,7 +20,15 @@ import torch
 
 from lqtheory._checks import check_dim, check_exponent, check_mask, check_tensor
 from lqtheory.masks import magnitude_prune
-from lqtheory.norms import _MAX_EXPONENT, _as_per_unit, alive_count, count_true, lq_norm, sort_magnitudes
+from lqtheory.norms import (
+    _MAX_EXPONENT,
+    _as_per_unit,
+    _in_float32_for_half,
+    alive_count,
+    count_true,
+    lq_norm,
+    sort_magnitudes,
+)
 
 __all__ = [
     "best_s_term",
@@ -79,6 +87,7 @@ def best_s_term(
     return w.masked_fill(~keep, 0), keep
 
 
+@_in_float32_for_half
 def best_s_term_error(
     w: torch.Tensor, s, p: float = 1.0, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -101,6 +110,7 @@ def best_s_term_error(
     return torch.linalg.vector_norm(tail / scale, ord=p, dim=dim) * scale.squeeze(dim)
 
 
+@_in_float32_for_half
 def stechkin_bound(
     w: torch.Tensor, s, q: float, p: float = 1.0, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:

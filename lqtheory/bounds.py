@@ -25,7 +25,7 @@ import torch
 
 from lqtheory._checks import check_dim, check_exponent, check_mask, check_nonnegative, check_tensor, check_unit_counts
 from lqtheory.approximation import best_s_term
-from lqtheory.norms import lq_norm
+from lqtheory.norms import _in_float32_for_half, lq_norm
 
 __all__ = [
     "neuron_pruning_bound",
@@ -70,6 +70,7 @@ def _stechkin_last(w: torch.Tensor, s: torch.Tensor, q: float, p: float) -> torc
     return torch.where(s >= nonzero, torch.zeros_like(factor), factor)
 
 
+@_in_float32_for_half
 def stechkin_factor(
     w: torch.Tensor, s, q: float, *, p: float = 1.0, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -637,6 +638,21 @@ def _waterfill(weight: torch.Tensor, total: float, lower: torch.Tensor, upper: t
     return s
 
 
+def _continuous_budgets(c: torch.Tensor, total: int, q: float, low: torch.Tensor, up) -> torch.Tensor:
+    """The continuous optimum of :func:`allocate_budgets` (float64) on the integer box ``[low, up]``."""
+    low_f = low.double()
+    up_f = torch.full_like(c, float("inf")) if up is None else up.double()
+    weight = c.pow(q)  # s_j ∝ c_j^q away from the box
+    s = _waterfill(weight, float(total), low_f, up_f)
+    remaining = float(total) - float(s.sum())
+    zero = weight == 0
+    if remaining > 0.5 and bool(zero.any()):
+        # positive-weight units are all at their upper bounds: spread the rest over the indifferent units
+        s_zero = _waterfill(zero.double(), float(s[zero].sum()) + remaining, low_f * zero, up_f.masked_fill(~zero, 0))
+        s = torch.where(zero, s_zero, s)
+    return torch.minimum(torch.maximum(s, low_f), up_f)
+
+
 def allocate_budgets(
     coefficients,
     total: int,
@@ -710,22 +726,19 @@ def allocate_budgets(
     if up is not None and total > int(up.sum()):
         raise ValueError(f"total={total} is infeasible: above the sum of the upper bounds, {int(up.sum())}")
 
-    low_f = low.double()
-    up_f = torch.full_like(c, float("inf")) if up is None else up.double()
-    weight = c.pow(q)  # s_j ∝ c_j^q away from the box
-    s = _waterfill(weight, float(total), low_f, up_f)
-    remaining = float(total) - float(s.sum())
-    zero = weight == 0
-    if remaining > 0.5 and bool(zero.any()):
-        # positive-weight units are all at their upper bounds: spread the rest over the indifferent units
-        s_zero = _waterfill(zero.double(), float(s[zero].sum()) + remaining, low_f * zero, up_f.masked_fill(~zero, 0))
-        s = torch.where(zero, s_zero, s)
-    s = torch.minimum(torch.maximum(s, low_f), up_f)
+    s = _continuous_budgets(c, total, q, low, up)
 
     if integer:
         if rounding == "largest-remainder" or q == 1.0:  # at q = 1 every allocation is optimal
             s = _round_keep_total(s, total, low, up)
         else:
+            # A positive unit left at 0 weights makes the objective infinite (c s^(1-1/q) at s = 0). When
+            # the total lets every positive unit have one weight, every optimum gives each one at least
+            # one, so solve on that box: the continuous start must be that box's optimum.
+            one = torch.ones_like(low) if up is None else up.clamp_max(1)
+            low_finite = torch.where(c > 0, torch.maximum(low, one), low)
+            if not torch.equal(low_finite, low) and int(low_finite.sum()) <= total:
+                low, s = low_finite, _continuous_budgets(c, total, q, low_finite, up)
             s = _integer_optimum(c, s, total, low, up, 1.0 / q - 1.0)
     if shapes is None:
         return s.reshape(coefficients.shape)

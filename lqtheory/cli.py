@@ -219,38 +219,59 @@ def _config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
     raise AssertionError("unreachable")  # parser.error exits
 
 
+def _check_out(out_arg: str, parser: argparse.ArgumentParser) -> None:
+    """``--out`` must be (or be creatable as) a writable folder: checked before any data is loaded."""
+    import os
+    from pathlib import Path
+
+    out = Path(out_arg).expanduser()
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        parser.error(f"--out {out_arg}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        parser.error(f"--out {out_arg}: no permission to write in {probe}")
+
+
 def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -> int:
-    from lqtheory.data import dataset_task
-    from lqtheory.experiment import CorruptRunError, load_run
+    from lqtheory.data import DataNotFoundError, dataset_task
+    from lqtheory.experiment import CorruptRunError
     from lqtheory.sweep import GridError
+    from lqtheory.training import TrainingDivergedError
 
     config = _config_from_args(args, parser)
+    _check_out(args.out, parser)
     run_dir = config.run_dir(args.out)
     print(f"run {config.run_id()}: {config.describe()}", file=out)
     print(f"folder: {run_dir}", file=out)
     task = dataset_task(config.dataset)
     table = _table(task)
-    print(_table_header(table), file=out, flush=True)
-    printed = 0
-    try:
-        if (run_dir / "results.json").is_file():
-            for record in load_run(run_dir).records:  # already committed (finished or interrupted run)
-                print(_table_row(table, record, config.scope), file=out, flush=True)
-                printed += 1
-    except (CorruptRunError, OSError) as err:
-        print(f"lqtheory prune: error: {err}", file=sys.stderr, flush=True)
-        return 1
+    printed = 0  # rows printed; the header goes out with the first row, so errors never follow it
+    finished = False
 
-    printed_before = printed
+    def print_row(record: dict) -> None:
+        nonlocal printed
+        if printed == 0:
+            print(_table_header(table), file=out, flush=True)
+        print(_table_row(table, record, config.scope), file=out, flush=True)
+        printed = record["iteration"] + 1
+
+    def on_restore(records: list[dict], complete: bool) -> None:
+        nonlocal finished
+        finished = complete
+        if not complete:
+            print(f"resuming at iteration {len(records)} (iterations 0-{len(records) - 1} restored from the "
+                  "checkpoint)", file=out, flush=True)
+        for record in records:
+            print_row(record)
 
     def on_record(record: dict) -> None:
-        nonlocal printed
         if record["iteration"] >= printed:
-            print(_table_row(table, record, config.scope), file=out, flush=True)
-            printed = record["iteration"] + 1
+            print_row(record)
 
     try:
-        results = _compute(config, args, on_record)
+        results = _compute(config, args, on_record, on_restore)
         for record in results.records[printed:]:  # computed by another process while we waited for it
             on_record(record)
     except KeyboardInterrupt:
@@ -259,10 +280,17 @@ def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -
     except GridError as err:  # the worker's traceback is already on stderr
         print(f"lqtheory prune: error: {err.failures[0].describe()}", file=sys.stderr, flush=True)
         return 1
+    except DataNotFoundError as err:
+        print(f"lqtheory prune: error: {err.cli_message}", file=sys.stderr, flush=True)
+        return 1
+    except TrainingDivergedError as err:
+        print(f"lqtheory prune: error: {err} (try a smaller --lr, or keep --grad-clip on)", file=sys.stderr,
+              flush=True)
+        return 1
     except (CorruptRunError, FileNotFoundError, RuntimeError, ValueError, OSError) as err:
         print(f"lqtheory prune: error: {err}", file=sys.stderr, flush=True)
         return 1
-    if printed_before == len(results.records) and results.complete:
+    if finished:
         print("(a finished run: loaded from its folder, nothing recomputed)", file=out)
     first, last = results.records[0], results.records[-1]
     if task == "regression":
@@ -279,7 +307,7 @@ def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -
     return 0
 
 
-def _compute(config, args: argparse.Namespace, on_record):
+def _compute(config, args: argparse.Namespace, on_record, on_restore=None):
     """Run ``config``: in this process (the default), or as a Dask task when a scheduler is known or
     --executor dask / --workers ask for it; rows are printed as the run folder records them."""
     import threading
@@ -298,7 +326,8 @@ def _compute(config, args: argparse.Namespace, on_record):
         if holder is not None:
             print(f"run {run_dir.name} is claimed by {holder.describe()}: waiting for it (a dead owner's claim "
                   "is taken over)", file=sys.stderr, flush=True)
-        return run_experiment(config, args.out, progress=args.progress, threads=args.threads, on_record=on_record)
+        return run_experiment(config, args.out, progress=args.progress, threads=args.threads, on_record=on_record,
+                              on_restore=on_restore)
 
     done = threading.Event()
 

@@ -44,6 +44,7 @@ Where files are looked for (first hit wins):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -52,6 +53,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import warnings
 import zlib
 from collections.abc import Callable
@@ -67,6 +69,7 @@ __all__ = [
     "DATASETS",
     "DEBIAN_FASHION_MNIST",
     "DataFileError",
+    "DataNotFoundError",
     "Dataset",
     "data_dir",
     "dataset_task",
@@ -86,6 +89,19 @@ TASKS = ("classification", "regression")
 
 class DataFileError(ValueError):
     """A data file exists but is corrupt, truncated or not in the expected format."""
+
+
+class DataNotFoundError(RuntimeError):
+    """A data set is not found locally and could not (or may not) be downloaded.
+
+    ``str(err)`` names every way to obtain it in the Python API's terms (``root=``, ``download=True``);
+    ``err.cli_message`` says the same for the ``lqtheory`` command line (environment variables, folders,
+    running again with internet access).
+    """
+
+    def __init__(self, message: str, cli_message: str):
+        super().__init__(message)
+        self.cli_message = cli_message
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,6 +200,12 @@ class Dataset:
                 continue
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             labels = y.cpu().numpy() if self.task == "classification" else None
+            if labels is not None and not isinstance(n, bool) and isinstance(n, (int, np.integer)) \
+                    and 0 < n < self.num_classes <= x.shape[0]:
+                raise ValueError(
+                    f"n_{split}={n} is smaller than the {self.num_classes} classes: a class-balanced subset "
+                    f"needs at least one example of every class (use n_{split} >= {self.num_classes})"
+                )
             idx = subset_indices(x.shape[0], n, seed=seed, labels=labels, stream=stream, name=f"n_{split}")
             idx_t = torch.as_tensor(idx, device=x.device)
             changes[f"x_{split}"] = x.index_select(0, idx_t)
@@ -468,6 +490,13 @@ def _cifar_folder(folder: Path) -> Path | None:
     return None
 
 
+def _cifar_missing(folder: Path) -> list[str]:
+    """The CIFAR-10 batches missing from ``folder`` (or from its ``cifar-10-batches-py`` child, if any)."""
+    child = folder / "cifar-10-batches-py"
+    where = child if child.is_dir() else folder
+    return [f for f in (*_CIFAR_TRAIN, _CIFAR_TEST) if not (where / f).is_file()]
+
+
 def _load_cifar_folder(folder: Path) -> tuple[np.ndarray, ...]:
     train = [read_cifar_batch(folder / f) for f in _CIFAR_TRAIN]
     xte, yte = read_cifar_batch(folder / _CIFAR_TEST)
@@ -483,6 +512,7 @@ class _Spec:
     data_subdirs: tuple[str, ...]  # relative to data_dir()
     torchvision_class: str  # attribute of torchvision.datasets
     is_complete: Callable[[Path], Path | None]  # folder → folder holding the files, or None
+    missing: Callable[[Path], list[str]]  # folder → the expected files it lacks
     read: Callable[[Path], tuple[np.ndarray, ...]]
     files_hint: str
     debian: bool = False  # also look in DEBIAN_FASHION_MNIST (read at call time so tests can move it)
@@ -504,9 +534,12 @@ def _resolve(spec: _Spec, root, download: bool) -> Dataset:
         # An explicitly named folder must hold the data: falling through would hide the user's mistake.
         hit = spec.is_complete(folder)
         if hit is None:
+            if not folder.is_dir():
+                what = "which does not exist" if not folder.exists() else "which is not a folder"
+            else:
+                what = f"which lacks {', '.join(spec.missing(folder))}"
             raise FileNotFoundError(
-                f"{spec.name}: {label} points to {folder}, which does not hold the data set "
-                f"(expected {spec.files_hint})"
+                f"{spec.name}: {label} points to {folder}, {what} (expected {spec.files_hint})"
             )
         return _image_dataset(spec.name, *spec.read(hit), source=f"{label}:{hit}")
 
@@ -520,16 +553,31 @@ def _resolve(spec: _Spec, root, download: bool) -> Dataset:
         if hit is not None:
             return _image_dataset(spec.name, *spec.read(hit), source=f"debian:{hit}")
 
-    options = [
-        f"pass root=<folder> or set ${spec.env} to a folder holding {spec.files_hint}",
-        f"put the files in {base / spec.data_subdirs[0]} (the data folder is ${{LQTHEORY_DATA}} or the repo's data/)",
-    ]
-    if spec.debian:
-        options.append(f"on Debian/Ubuntu: apt-get install dataset-fashion-mnist (installs {DEBIAN_FASHION_MNIST})")
-    options.append(f"connect to the internet and call load_dataset({spec.name!r}, download=True) (torchvision)")
-    how = "; ".join(f"({i + 1}) {o}" for i, o in enumerate(options))
+    def how(for_cli: bool) -> str:
+        options = [
+            f"set ${spec.env} to a folder holding {spec.files_hint}"
+            if for_cli
+            else f"pass root=<folder> or set ${spec.env} to a folder holding {spec.files_hint}",
+            f"put the files in {base / spec.data_subdirs[0]} (the data folder is ${{LQTHEORY_DATA}} or the "
+            "repo's data/)",
+        ]
+        if spec.debian:
+            options.append(
+                f"on Debian/Ubuntu: apt-get install dataset-fashion-mnist (installs {DEBIAN_FASHION_MNIST})"
+            )
+        options.append(
+            "run the command again with internet access: the data set is then downloaded (torchvision)"
+            if for_cli
+            else f"connect to the internet and call load_dataset({spec.name!r}, download=True) (torchvision)"
+        )
+        return "; ".join(f"({i + 1}) {o}" for i, o in enumerate(options))
+
     if not download:
-        raise RuntimeError(f"{spec.name} not found locally and download=False. To get it: {how}")
+        raise DataNotFoundError(
+            f"{spec.name} not found locally and download=False. To get it: {how(False)}",
+            f"{spec.name} not found locally. To get it: {how(True)}",
+        )
+    created = [p for p in (base, base / spec.torchvision_class) if not p.exists()]
     try:
         import torchvision.datasets as tvd
 
@@ -538,10 +586,17 @@ def _resolve(spec: _Spec, root, download: bool) -> Dataset:
         for train in (True, False):
             cls(root=str(base), train=train, download=True)
     except Exception as exc:  # any download failure: report it together with every alternative
-        raise RuntimeError(
-            f"{spec.name} not found locally and the torchvision download into {base} failed: "
-            f"{type(exc).__name__}: {exc}. To get it: {how}"
-        ) from exc
+        # Remove what the failed attempt created (an empty <data>/MNIST/raw/, partial archives), so that
+        # nothing half-made is left to be mistaken for a data set.
+        for path in reversed(created):
+            if path == base:
+                with contextlib.suppress(OSError):
+                    path.rmdir()  # only if empty: the data folder may hold other data sets
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+        failure = f"{spec.name} not found locally and the torchvision download into {base} failed: " \
+                  f"{type(exc).__name__}: {exc}."
+        raise DataNotFoundError(f"{failure} To get it: {how(False)}", f"{failure} To get it: {how(True)}") from exc
     for sub in spec.data_subdirs:
         hit = spec.is_complete(base / sub)
         if hit is not None:
@@ -555,6 +610,7 @@ _FASHION = _Spec(
     data_subdirs=("fashion-mnist", "FashionMNIST/raw"),
     torchvision_class="FashionMNIST",
     is_complete=_idx_complete,
+    missing=lambda folder: _idx_files(folder)[1],
     read=lambda folder: _load_idx_folder(folder, "fashion-mnist"),
     files_hint=", ".join(s + "[.gz]" for s in _IDX_STEMS.values()),
     debian=True,
@@ -565,6 +621,7 @@ _MNIST = _Spec(
     data_subdirs=("mnist", "MNIST/raw"),
     torchvision_class="MNIST",
     is_complete=_idx_complete,
+    missing=lambda folder: _idx_files(folder)[1],
     read=lambda folder: _load_idx_folder(folder, "mnist"),
     files_hint=", ".join(s + "[.gz]" for s in _IDX_STEMS.values()),
 )
@@ -574,6 +631,7 @@ _CIFAR10 = _Spec(
     data_subdirs=("cifar-10-batches-py",),
     torchvision_class="CIFAR10",
     is_complete=_cifar_folder,
+    missing=lambda folder: _cifar_missing(folder),
     read=_load_cifar_folder,
     files_hint="the CIFAR-10 python batches data_batch_1..5 and test_batch (or their cifar-10-batches-py/ folder)",
 )

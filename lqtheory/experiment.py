@@ -30,7 +30,9 @@ machine without GPU name the same run. The folder holds:
   derived from ``(seed, t)`` (not drawn from one running stream), so no RNG state needs saving and a
   resumed run is bit-identical to an uninterrupted one on the same device;
 * ``mask_<t>.pt`` — the mask after iteration ``t`` (:meth:`lqtheory.masks.Mask.save` format);
-* ``results.json`` — the records, the metadata and the SHA-256 of every mask file.
+* ``results.json`` — the records, the metadata and the SHA-256 of every mask file. Standard JSON:
+  a compression ratio or speed-up that is infinite (nothing remains) is written as ``null`` and read
+  back as ``inf``; any other non-finite number is written as ``null`` (read back as ``None``).
 
 Data identity: every run records the SHA-256 of the tensors it trained and tested on
 (:func:`data_fingerprint`, after subsetting) in ``config.json``, ``results.json`` and the checkpoint, and
@@ -43,9 +45,10 @@ The control (``method="control"``) runs the same schedule with nothing pruned; s
 Every file is written atomically (temporary file + ``os.replace``). ``checkpoint.pt`` and
 ``results.json`` carry a SHA-256 of their content and the mask files' digests are listed in both, so a
 corrupt, truncated or foreign file raises :class:`CorruptRunError` naming it; it is never silently
-read or silently recomputed. A run is computed under the folder's claim (:mod:`lqtheory.store`, the
-lock file ``.claim``): a second process asking for the same run waits for it and loads or resumes it,
-and the claim of a process that died is taken over.
+read or silently recomputed. Loading a finished run checks every file (:func:`verify_run`), and the
+temporary files left by a killed write are removed when the run is resumed. A run is computed under the
+folder's claim (:mod:`lqtheory.store`, the lock file ``.claim``): a second process asking for the same run
+waits for it and loads or resumes it, and the claim of a process that died is taken over.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ __all__ = [
     "load_run",
     "run_experiment",
     "run_experiments",
+    "verify_run",
 ]
 
 FORMAT_VERSION = 1
@@ -106,9 +110,9 @@ COLUMNS: dict[str, str] = {
     "total": "prunable weights (per layer too)",
     "remaining_percent": "100 · remaining / total (per layer too)",
     "prune_rate": "fraction of the previously remaining weights removed this iteration (0 at t = 0)",
-    "compression": "compression ratio total / remaining",
+    "compression": "compression ratio total / remaining (inf when nothing remains; null in results.json)",
     "multiply_adds": "multiply-adds of the masked model for one input",
-    "speedup": "theoretical speed-up: dense / remaining multiply-adds",
+    "speedup": "theoretical speed-up: dense / remaining multiply-adds (inf when none remain; null in results.json)",
     "pqi_<scope>, si_<scope>, gini_<scope>": (
         "mean PQ Index I_{p,q}, SI_{si_q}, Gini over the units of scope neuron/layer/global of the retrained "
         "weights (per layer too, for neuron and layer scope)"
@@ -356,19 +360,53 @@ def _sha256(data: bytes) -> str:
 
 
 def _canonical_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+#: Record fields whose value is infinite when nothing remains (``total / 0``): written as JSON ``null``
+#: (standard JSON has no Infinity) and read back as ``math.inf``.
+INFINITE_WHEN_NULL = ("compression", "speedup")
+
+
+def _json_safe(value, key: str | None = None):
+    """``value`` with every non-finite float replaced by ``None`` (JSON ``null``), recursively.
+
+    ``compression`` / ``speedup`` of a run with nothing left are ``inf`` (see :data:`INFINITE_WHEN_NULL`);
+    any other non-finite number means "no finite value" and is read back as ``None``.
+    """
+    if isinstance(value, dict):
+        return {k: _json_safe(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _records_from_json(records: list) -> list:
+    """Inverse of :func:`_json_safe` on records: ``null`` compression / speed-up is ``inf`` again."""
+    for record in records:
+        for key in INFINITE_WHEN_NULL:
+            if key in record and record[key] is None:
+                record[key] = math.inf
+    return records
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"non-standard JSON constant {name}")
 
 
 def _write_checked_json(path: Path, body: dict) -> None:
+    body = _json_safe(body)
     body = {**body, "sha256": _sha256(_canonical_json(body).encode())}
     # The checksum is over the canonical (sorted) form; the file keeps the records' key order.
-    atomic_write_bytes(path, (json.dumps(body, indent=1) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(body, indent=1, allow_nan=False) + "\n").encode())
 
 
 def _read_checked_json(path: Path) -> dict:
-    try:
-        body = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    try:  # strict: standard JSON only (NaN / Infinity are not JSON)
+        body = json.loads(path.read_text(), parse_constant=_reject_constant)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
         raise CorruptRunError(f"{path} is not readable JSON (corrupt or truncated): {err}") from err
     if not isinstance(body, dict) or "sha256" not in body:
         raise CorruptRunError(f"{path} has no checksum: not written by lqtheory.experiment")
@@ -385,14 +423,21 @@ def _write_checkpoint(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, _CKPT_MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
-def _read_checkpoint(path: Path) -> dict:
-    data = path.read_bytes()
+def _verified_checkpoint_payload(path: Path, data: bytes | None = None) -> bytes:
+    """The pickled payload of a checkpoint file after checking its header and SHA-256."""
+    data = path.read_bytes() if data is None else data
     head = len(_CKPT_MAGIC) + 32
     if len(data) < head or data[: len(_CKPT_MAGIC)] != _CKPT_MAGIC:
         raise CorruptRunError(f"{path} is not an lqtheory checkpoint (bad header)")
     payload = data[head:]
     if hashlib.sha256(payload).digest() != data[len(_CKPT_MAGIC) : head]:
         raise CorruptRunError(f"{path} does not match its checksum: truncated or damaged")
+    return payload
+
+
+def _read_checkpoint(path: Path) -> dict:
+    data = path.read_bytes()
+    payload = _verified_checkpoint_payload(path, data)
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as err:  # the checksum matched, so this is a foreign or incompatible payload
@@ -497,10 +542,48 @@ def load_run(run_dir: str | os.PathLike) -> Results:
         records = body["records"]
         metadata = body["metadata"]
         complete = bool(body["complete"])
+        records = _records_from_json(records)
     except (KeyError, TypeError, ValueError) as err:
         raise CorruptRunError(f"{path} is not a results file of this version: {err}") from err
     return Results(config=config, run_dir=run_dir, records=records, metadata=metadata, complete=complete,
                    data_fingerprint=body.get("data_fingerprint"))
+
+
+def verify_run(run_dir: str | os.PathLike) -> Results:
+    """Load a run folder and check every file in it against its recorded digest; return the results.
+
+    ``results.json`` and ``config.json`` against their own checksums, ``checkpoint.pt`` against its
+    header and SHA-256, and every ``mask_<t>.pt`` (one per record) against the digest listed in
+    ``results.json``. A missing, truncated or altered file raises :class:`CorruptRunError` naming it.
+    """
+    run_dir = Path(run_dir)
+    results = load_run(run_dir)
+    if _config_path(run_dir).is_file():
+        _read_checked_json(_config_path(run_dir))
+    else:
+        raise CorruptRunError(f"{_config_path(run_dir)} is missing")
+    ckpt = _checkpoint_path(run_dir)
+    if not ckpt.is_file():
+        raise CorruptRunError(f"{ckpt} is missing")
+    _verified_checkpoint_payload(ckpt)
+    digests = results.metadata.get("mask_sha256", {})
+    for t in range(len(results.records)):
+        path = _mask_path(run_dir, t)
+        expected = digests.get(str(t))
+        if expected is None:
+            raise CorruptRunError(f"{_results_path(run_dir)} lists no digest for {path.name}")
+        if not path.is_file():
+            raise CorruptRunError(f"{path} is missing")
+        if _sha256(path.read_bytes()) != expected:
+            raise CorruptRunError(f"{path} does not match the digest recorded in results.json")
+    return results
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete the temporary files (``.<name>.*.tmp``) of atomic writes that a killed process left."""
+    if run_dir.is_dir():
+        for tmp in run_dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(run_dir: str | os.PathLike) -> dict:
@@ -974,6 +1057,7 @@ def run_experiment(
     verbose: bool = False,
     threads: int | None = None,
     on_record: Callable[[dict], None] | None = None,
+    on_restore: Callable[[list[dict], bool], None] | None = None,
 ) -> Results:
     """Run (or resume, or just load) the prune → rewind → retrain experiment ``config``.
 
@@ -984,7 +1068,9 @@ def run_experiment(
     in the folder raises :class:`CorruptRunError`. ``progress``: tqdm bars over iterations and
     epochs (default: only when interactive, see :func:`lqtheory.training.progress_enabled`).
     ``verbose`` prints one line per finished iteration to stdout and ``on_record(record)`` is called
-    with each newly committed record (the CLI prints its table with it). ``threads`` sets torch's CPU thread
+    with each newly committed record (the CLI prints its table with it); ``on_restore(records, complete)``
+    is called once, before any new iteration, with the records already committed in the folder (a finished
+    run's, or those a resumed run restored from its checkpoint), if there are any. ``threads`` sets torch's CPU thread
     count for the duration of the run (restored afterwards); ``None`` leaves it alone. Small models
     train much faster on one thread, especially when other processes share the cores; the count
     used is recorded in the metadata (CPU results may differ in the last bits between counts).
@@ -996,40 +1082,32 @@ def run_experiment(
         torch.set_num_threads(threads)
         try:
             return run_experiment(config, out, progress=progress, callbacks=callbacks, verbose=verbose,
-                                  on_record=on_record)
+                                  on_record=on_record, on_restore=on_restore)
         finally:
             torch.set_num_threads(before)
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
-    resolve_device(config.device)  # a device that is not present fails before anything is claimed
+    device = resolve_device(config.device)  # a device that is not present fails before anything is claimed
     run_dir = config.run_dir(out)
-    results_path, config_path = _results_path(run_dir), _config_path(run_dir)
-
-    if config_path.is_file():
-        _check_config_file(run_dir, config)
-    if results_path.is_file():
-        done = load_run(run_dir)
-        if done.complete:
-            return done
+    finished = _load_finished(config, run_dir, device, on_restore)
+    if finished is not None:
+        return finished
     # Compute under the run folder's claim (lqtheory.store): a second process asking for this run waits,
     # then loads or resumes it; a claim whose owner died is taken over.
     from lqtheory.store import claim_run
 
     with claim_run(run_dir) as claim:
         return _run_claimed(config, out, claim, progress=progress, callbacks=callbacks, verbose=verbose,
-                            on_record=on_record)
+                            on_record=on_record, on_restore=on_restore)
 
 
-def _run_claimed(config, out, claim, *, progress, callbacks, verbose, on_record) -> Results:
-    """:func:`run_experiment` once the run folder is claimed: look again (another process may have
-    finished or advanced the run while we waited), then resume or start."""
-    device = resolve_device(config.device)
-    run_dir = config.run_dir(out)
-    results_path, ckpt_path, config_path = _results_path(run_dir), _checkpoint_path(run_dir), _config_path(run_dir)
-    # The data are part of the run's identity: load them (cached per process) and check their
-    # fingerprint against every stored record before anything stored is used.
-    _, fingerprint = _load_data(config, device)
-
+def _load_finished(config, run_dir: Path, device, on_restore) -> Results | None:
+    """The run's results if its folder holds a finished run, after checking the configuration, the data
+    fingerprint (the data are part of the run's identity) and every file's digest; else None."""
+    results_path, config_path = _results_path(run_dir), _config_path(run_dir)
+    if not config_path.is_file() and not results_path.is_file():
+        return None
+    _, fingerprint = _load_data(config, device)  # cached per process
     if config_path.is_file():
         _check_config_file(run_dir, config)
         _check_fingerprint(_read_checked_json(config_path).get("data_fingerprint"), fingerprint, config_path)
@@ -1037,15 +1115,34 @@ def _run_claimed(config, out, claim, *, progress, callbacks, verbose, on_record)
         done = load_run(run_dir)
         _check_fingerprint(done.data_fingerprint, fingerprint, results_path)
         if done.complete:
+            done = verify_run(run_dir)  # a finished run: every file against its digest, nothing recomputed
+            if on_restore is not None:
+                on_restore(done.records, True)
             return done
+    return None
+
+
+def _run_claimed(config, out, claim, *, progress, callbacks, verbose, on_record, on_restore=None) -> Results:
+    """:func:`run_experiment` once the run folder is claimed: look again (another process may have
+    finished or advanced the run while we waited), then resume or start."""
+    device = resolve_device(config.device)
+    run_dir = config.run_dir(out)
+    results_path, ckpt_path, config_path = _results_path(run_dir), _checkpoint_path(run_dir), _config_path(run_dir)
+    finished = _load_finished(config, run_dir, device, on_restore)
+    if finished is not None:
+        return finished
+    _, fingerprint = _load_data(config, device)
     if results_path.is_file() and not ckpt_path.is_file():
         raise CorruptRunError(f"{run_dir} has results.json but no checkpoint.pt to resume from; delete the folder")
 
+    _remove_stale_temporaries(run_dir)
     metadata = _metadata(device)
     state = _Run(config, run_dir, device, Path(out))
     if ckpt_path.is_file():
         ckpt = _read_checkpoint(ckpt_path)
         state.restore(ckpt)
+        if on_restore is not None and state.records:
+            on_restore([dict(r) for r in state.records], bool(ckpt.get("complete")))
         if ckpt.get("complete"):
             # checkpoint committed but results.json not rewritten before a crash: finish the bookkeeping
             state.write_results(True, metadata)

@@ -54,10 +54,12 @@ __all__ = [
 
 SCOPES = ("neuron", "layer", "global")
 
-# Real-valued counts within this relative distance (absolute below 1) of an integer are snapped to it
-# before ceil/floor, so a float64 rounding error (r = 4.0000001, or 0.29 * 100 = 28.999999999999996)
-# never moves a count by one.
-ROUNDING_RTOL = 1e-6
+# Products of a decimal rate and an integer count within this many float64 ulps (relative; absolute
+# below 1) of an integer are snapped to it before ceil/floor, so that 0.29 * 100 = 28.999999999999996
+# counts as 29, the value the decimal rate means. Only the floating-point error of the product itself:
+# a value genuinely off an integer by 1e-9 is not moved (see sap_prune_counts for the S5 bound's own
+# error estimate).
+ROUNDING_RTOL = 8 * torch.finfo(torch.float64).eps
 
 
 # --------------------------------------------------------------------------------------------------
@@ -531,7 +533,11 @@ def magnitude_prune(w: torch.Tensor, n_prune, dim: int = -1, mask: torch.Tensor 
         d = torch.full(units_shape, w.shape[dim], dtype=torch.long, device=w.device)
     else:
         d = count_true(mask, dim)
-    keep_count = d - torch.minimum(check_unit_counts(n_prune, "n_prune", d.shape, w.device), d)
+    counts = check_unit_counts(n_prune, "n_prune", d.shape, w.device)
+    if w.dim() == 1:  # a single unit: as one row, so that the per-unit tie handling below can index units
+        row_mask = None if mask is None else mask.unsqueeze(0)
+        return magnitude_prune(w.unsqueeze(0), counts.reshape(1), -1, row_mask)[0]
+    keep_count = d - torch.minimum(counts, d)
     if w.numel() == 0:
         return torch.zeros_like(w, dtype=torch.bool)
     key = w.detach().abs()
@@ -591,11 +597,29 @@ def global_magnitude_prune(
     return view.blocks_to_dict(keep)
 
 
-def _snap(x: torch.Tensor) -> torch.Tensor:
-    """Snap values within ``ROUNDING_RTOL`` (relative; absolute below 1) of an integer to that integer."""
+def _snap(x: torch.Tensor, rtol=ROUNDING_RTOL) -> torch.Tensor:
+    """Snap values within ``rtol`` (relative; absolute below 1; a number or a tensor like ``x``) of an
+    integer to that integer."""
     nearest = x.round()
-    close = (x - nearest).abs() <= ROUNDING_RTOL * x.abs().clamp_min(1.0)
+    close = (x - nearest).abs() <= rtol * x.abs().clamp_min(1.0)
     return torch.where(close, nearest, x)
+
+
+def _bound_rtol(d: torch.Tensor, p: float, q: float) -> torch.Tensor:
+    """Relative float64 error bound of ``norms.retained_count_bound`` computed in float64, per unit.
+
+    The bound is ``d exp(e x)`` with ``e = qp/(q-p)`` and ``x = (1/q - 1/p) log d + log||w||_p - log||w||_q``.
+    Each log-norm is the log of a sum of ``d`` powers (relative error <= (log2 d + d/2^20 + 4) eps for a
+    pairwise sum continued over at most d/2^20 sequential blocks) and a log of magnitude below ~750 + log(d)/p
+    (float64 magnitudes lie in [1e-324, 1e308]); ``x``'s absolute error is their sum, and exp turns
+    it into a relative error of ``e`` times it. A factor 4 on top covers pow, exp and the products.
+    """
+    eps = torch.finfo(torch.float64).eps
+    e = q * p / (q - p)
+    log_d = torch.log(d.clamp_min(1.0))
+    summed = torch.log2(d.clamp_min(1.0)) + d / 2.0**20 + 4.0
+    magnitude = 2 * 750.0 + log_d * (1.0 / p + 1.0 / q + abs(1.0 / q - 1.0 / p))
+    return 4.0 * eps * ((1.0 + e) * (2 * summed + magnitude) + 1.0)
 
 
 
@@ -651,10 +675,14 @@ def sap_prune_counts(
     (``norms.retained_count_bound``, the S5 bound, rounded up), ``d`` the unit's alive count. Units with
     ``d = 0`` give 0; a uniform or all-zero unit has ``I = 0``, so at ``η = 0`` it gives ``r = d`` and 0.
     Computed in float64 whatever ``w``'s dtype, as ``n = min(⌊γ (d − r)⌋, ⌊β d⌋)`` (equal to the formula
-    since ``0 ≤ r ≤ d``); before the ceil and the floors a value within a relative ``ROUNDING_RTOL``
-    (1e-6; absolute below 1) of an integer is snapped to it, so rounding errors never shift a count
-    by one. ``eta`` is a number or a per-unit tensor ``≥ 0``; requires ``0 < p < q``, ``γ > 0``,
-    ``0 ≤ β ≤ 1``. Returns a LongTensor of the units' shape (``w`` without ``dim``).
+    since ``0 ≤ r ≤ d``). Before the ceil, a bound within its own float64 error (a relative ~1e-12 for
+    moderate ``qp/(q−p)``; see ``_bound_rtol``) of an integer is snapped to it, so that a bound that is
+    mathematically an integer (``d`` for a uniform unit, 1 for a 1-sparse one) is not rounded up by
+    its rounding error; a bound 1e-9 above an integer is rounded up, as it should be. Before the floors,
+    ``γ (d − r)`` and ``β d`` within ``ROUNDING_RTOL`` (8 ulps) of an integer are snapped to it, so
+    that the decimal rate ``β = 0.29`` of 100 entries gives 29. ``eta`` is a number or a per-unit
+    tensor ``≥ 0``; requires ``0 < p < q``, ``γ > 0``, ``0 ≤ β ≤ 1``.
+    Returns a LongTensor of the units' shape (``w`` without ``dim``).
     """
     gamma = check_real(gamma, "gamma")
     if gamma <= 0:
@@ -678,7 +706,7 @@ def sap_prune_counts(
         d = torch.full(bound.shape, float(w.shape[dim]), dtype=torch.float64, device=w.device)
     else:
         d = count_true(mask, dim).double()
-    r = torch.minimum(torch.ceil(_snap(bound)), d)
+    r = torch.minimum(torch.ceil(_snap(bound, _bound_rtol(d, float(p), float(q)))), d)
     by_gamma = torch.floor(_snap(gamma * (d - r)))
     by_beta = torch.floor(_snap(beta * d))
     return torch.minimum(by_gamma, by_beta).clamp_min(0).long()

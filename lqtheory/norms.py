@@ -15,6 +15,7 @@ and make SAP leave such a unit alone.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import threading
 
@@ -66,6 +67,27 @@ def _prepare(w, dim: int, mask, name: str = "w", *, defer_finite: bool = False):
         d = torch.full_like(w.select(dim, 0), float(w.shape[dim])) if w.shape[dim] else w.sum(dim)
         return w, None, d
     return w.masked_fill(~mask, 0), mask, count_true(mask, dim).to(w.dtype)
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _in_float32_for_half(fn):
+    """Run ``fn`` on a float32 copy of a float16/bfloat16 ``w`` and cast its result back to ``w``'s dtype.
+
+    In half precision the alive count ``d`` tops out at 65504 (float16), integers above 2048 (float16) or
+    256 (bfloat16) are not exact, and sums of many terms lose most of their digits or overflow, so the
+    indices came out as 1, inf or NaN. Accumulating in float32 gives the float64 value rounded to
+    ``w``'s dtype (a value beyond that dtype's range, such as a huge lq norm, is ``inf`` as it must be).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(w, *args, **kwargs):
+        if isinstance(w, torch.Tensor) and w.dtype in _LOW_PRECISION:
+            return fn(w.float(), *args, **kwargs).to(w.dtype)
+        return fn(w, *args, **kwargs)
+
+    return wrapper
 
 
 def count_true(mask: torch.Tensor, dim: int) -> torch.Tensor:
@@ -217,6 +239,7 @@ def _validated_scale(w: torch.Tensor, dim: int) -> torch.Tensor | None:
     return scale
 
 
+@_in_float32_for_half
 def lq_norm(w: torch.Tensor, q: float, dim: int = -1, mask: torch.Tensor | None = None) -> torch.Tensor:
     """The lq (quasi-)norm ``||w||_q = (Σ_i |w_i|^q)^(1/q)`` of every unit [paper, §1].
 
@@ -233,6 +256,7 @@ def lq_norm(w: torch.Tensor, q: float, dim: int = -1, mask: torch.Tensor | None 
     return norm
 
 
+@_in_float32_for_half
 def pq_index(
     w: torch.Tensor, p: float = 0.5, q: float = 1.0, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -265,6 +289,7 @@ def _log_one_minus_pq_from(log_p: torch.Tensor, log_q: torch.Tensor, d: torch.Te
     return torch.where(degenerate, torch.zeros_like(log_ratio), log_ratio.clamp_max(0.0))
 
 
+@_in_float32_for_half
 def sparsity_index(
     w: torch.Tensor, q: float = 0.5, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -285,6 +310,7 @@ def _si_from(log_1: torch.Tensor, log_q: torch.Tensor, d: torch.Tensor, q: float
     return torch.where(degenerate, torch.ones_like(si), si.clamp_min(1.0))
 
 
+@_in_float32_for_half
 def teacher_sparsity_index(
     w: torch.Tensor, q: float = 0.5, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -353,6 +379,7 @@ def sort_magnitudes(
     return values, indices
 
 
+@_in_float32_for_half
 def gini_index(w: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Gini index ``G = Σ_k (2k - N - 1) |w|_(k) / (N Σ_i |w_i|)``, magnitudes sorted ascending [paper].
 
@@ -373,6 +400,11 @@ def gini_index(w: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None)
     # In place when autograd is off: at 64M entries a second sort-sized temporary costs ~10% of the sort.
     ranked = ascending * positions if ascending.requires_grad else ascending.mul_(positions)
     weighted = ranked.sum(dim) - n_masked * total
+    if not bool(torch.isfinite(weighted).all()):  # the sums overflowed (|w| near the dtype's largest value)
+        # G is scale-free: divide every unit by its largest magnitude; then the sums stay below n^2
+        scale = _max_magnitude(w, dim).detach()
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale)).unsqueeze(dim)
+        return gini_index(w / scale, dim, mask)
     gini = (2.0 * weighted - (d + 1.0) * total) / (d * total)
     return torch.where((total > 0) & (d > 0), gini, torch.zeros_like(gini))
 
@@ -401,6 +433,7 @@ def _as_per_unit(value, name: str, like: torch.Tensor, *, integer: bool) -> torc
     return torch.full(like.shape, value, dtype=like.dtype, device=like.device)
 
 
+@_in_float32_for_half
 def tail_mass_ratio(
     w: torch.Tensor, r, p: float = 0.5, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -429,6 +462,7 @@ def tail_mass_ratio(
     return torch.where(head > 0, eta.clamp_min(0.0), torch.zeros_like(eta))
 
 
+@_in_float32_for_half
 def si_implied_size(
     w: torch.Tensor, q: float = 0.5, eta=0.0, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -457,6 +491,7 @@ def _size_from(log_q: torch.Tensor, log_1: torch.Tensor, d: torch.Tensor, q: flo
     return torch.where(d > 0, size, torch.zeros_like(size))
 
 
+@_in_float32_for_half
 def retained_count_bound(
     w: torch.Tensor,
     p: float = 0.5,

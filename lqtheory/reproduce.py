@@ -260,7 +260,33 @@ def _kernel_manager_class():
 
 
 def execute(task: Task, announce: bool = False) -> Outcome:
-    """Run one notebook with papermill; never raises for a notebook's own failure."""
+    """Run one notebook with papermill; never raises for a notebook's own failure.
+
+    The notebook's previous claims record is moved aside while it runs (so a failure before
+    ``setup()`` cannot pass an old record off as this run's) and put back if the run fails or is
+    interrupted without writing a record of its own: a failed rerun never deletes the last good
+    record (at the default profile it is tracked by git). The outcome then says so. A record the
+    failed run did write (a violated theorem) replaces the old one.
+    """
+    previous = task.claims.with_name(f".{task.claims.name}.previous")
+    kept = task.claims.is_file()
+    if kept:
+        os.replace(task.claims, previous)
+    outcome = None
+    try:
+        outcome = _execute(task, announce)
+    finally:
+        if kept:
+            if (outcome is not None and outcome.status == "done") or task.claims.is_file():
+                previous.unlink(missing_ok=True)
+            else:
+                os.replace(previous, task.claims)
+                if outcome is not None:
+                    outcome.details.append(f"kept the previous claims record {task.claims} (from the last good run)")
+    return outcome
+
+
+def _execute(task: Task, announce: bool = False) -> Outcome:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -269,7 +295,7 @@ def execute(task: Task, announce: bool = False) -> Outcome:
     task.output.parent.mkdir(parents=True, exist_ok=True)
     if task.stamp is not None:
         task.stamp.unlink(missing_ok=True)
-    task.claims.unlink(missing_ok=True)  # a failure before setup() must not leave stale claims
+    task.claims.unlink(missing_ok=True)  # a failure before setup() must not leave stale claims (see execute)
     start = time.monotonic()
     try:
         papermill.execute_notebook(

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TrainConfig",
     "TrainState",
+    "TrainingDivergedError",
     "Callback",
     "LambdaCallback",
     "train",
@@ -105,6 +106,8 @@ class TrainConfig:
         _check_int(self.eval_every, "eval_every", low=0)
         _check_float(self.lr, "lr", strict=True)
         _check_float(self.momentum, "momentum")
+        if self.momentum >= 1.0:  # the momentum buffer would grow without bound: training cannot converge
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum:g}")
         _check_float(self.weight_decay, "weight_decay")
         _check_float(self.l1_penalty, "l1_penalty")
         if not isinstance(self.nesterov, bool):
@@ -121,6 +124,10 @@ class TrainConfig:
         if self.schedule == "constant" or total_steps <= 0:
             return self.lr
         return self.lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss or the weights became NaN or infinite (learning rate too large, most often)."""
 
 
 @dataclasses.dataclass
@@ -392,6 +399,12 @@ def train(
                             p.masked_fill_(pruned, 0.0)
                     state.step += 1
                     state.batch_loss = float(loss.detach())
+                    if not math.isfinite(state.batch_loss):
+                        lr_now = optimizer.param_groups[0]["lr"]
+                        raise TrainingDivergedError(
+                            f"training diverged: the loss is {state.batch_loss} at step {state.step} of "
+                            f"{state.total_steps} (epoch {epoch + 1}, learning rate {lr_now:g})"
+                        )
                     state.grad_norm = float(norm)
                     loss_sum += loss.detach().double()
                     norm_sum += state.grad_norm
@@ -416,6 +429,11 @@ def train(
                     cb.on_epoch_end(state)
                 if state.stop:
                     break
+            if state.step and not all(bool(torch.isfinite(p).all()) for p in params):
+                raise TrainingDivergedError(
+                    f"training diverged: the weights contain NaN or Inf after step {state.step} of "
+                    f"{state.total_steps} (learning rate {config.lr:g})"
+                )
             if state.history and "test_accuracy" not in state.history[-1]:  # stopped early by a callback
                 acc, test_loss = evaluate(model, x_test, y_test, config.eval_batch_size, task=task)
                 state.history[-1]["test_accuracy"], state.history[-1]["test_loss"] = acc, test_loss

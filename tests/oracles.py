@@ -14,6 +14,7 @@ insertion); ``random_weights`` draws the test distributions used throughout.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -160,7 +161,11 @@ def _gini(v):
         return 0.0
     a = sorted(abs(float(x)) for x in v)
     n = len(a)
-    return math.fsum((2 * k - n - 1) * a[k - 1] for k in range(1, n + 1)) / (n * math.fsum(a))
+    try:
+        return math.fsum((2 * k - n - 1) * a[k - 1] for k in range(1, n + 1)) / (n * math.fsum(a))
+    except OverflowError:  # magnitudes near the float64 maximum: the same sums in exact rationals
+        exact = [Fraction(x) for x in a]
+        return float(sum((2 * k - n - 1) * exact[k - 1] for k in range(1, n + 1)) / (n * sum(exact)))
 
 
 def _eta(v, r, p):

@@ -42,6 +42,7 @@ LAYOUTS = [
     ("3d_masked", (3, 8, 5), 1, oracles.random_mask),
     ("special_masks", (6, 9), -1, _special_mask),
     ("d_equals_1", (5, 1), -1, None),
+    ("single_unit", (23,), 0, None),  # a 1-D input: one unit (issue #14 item 1 crashed on its ties)
 ]
 
 
@@ -100,6 +101,36 @@ def test_matches_oracles(kind, layout, dtype):
         near_integer = np.abs(x - np.round(x)) < 1e-6 * np.maximum(x, 1)
         diff = got.numpy() - want
         assert np.all(np.abs(diff) <= 1) and np.all((diff == 0) | near_integer), (q, eps, got, want)
+
+
+def test_best_s_term_of_a_one_dimensional_input_with_ties():
+    # issue #14 item 1: IndexError for a 1-D input with equal magnitudes at the cut
+    w_s, keep = best_s_term(torch.ones(3), 1)
+    assert keep.tolist() == [True, False, False] and w_s.tolist() == [1.0, 0.0, 0.0]
+    w = torch.tensor([0.0, 2.0, -1.0, 1.0, 1.0])
+    assert best_s_term(w, 2)[1].tolist() == [False, True, True, False, False]
+    assert best_s_term(w, 2)[1].tolist() == best_s_term(w.reshape(1, 5), 2)[1][0].tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_half_precision_matches_oracles(dtype):
+    # issue #14 item 2: best_s_term_error of 10^6 float16 entries summed in float16 and overflowed to inf
+    rng = np.random.default_rng(5)
+    w = torch.as_tensor(rng.standard_normal(10**6) * 0.01).to(dtype)
+    w_np = w.double().numpy()  # the oracle sees exactly the half-precision inputs
+    tol = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+    got = best_s_term_error(w, 10)
+    assert got.dtype == dtype and bool(torch.isfinite(got))
+    want = float(np.sum(np.sort(np.abs(w_np))[:-10]))  # ℓ1 error: all but the 10 largest magnitudes
+    assert float(got) == pytest.approx(want, rel=tol)
+    w, w_np = w[:5000].reshape(50, 100), w_np[:5000].reshape(50, 100)
+    for p in (0.5, 1.0, 2.0):
+        got = best_s_term_error(w, 7, p=p)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got.double().numpy(), oracles.best_s_term_error(w_np, 7, p), rtol=tol, atol=1e-5)
+    got = stechkin_bound(w, 7, 0.5, 1.0)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got.double().numpy(), oracles.stechkin_bound(w_np, 7, 0.5, 1.0), rtol=tol)
 
 
 def test_best_s_term_ties_go_to_the_lower_index():

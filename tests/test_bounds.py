@@ -557,17 +557,24 @@ def test_integer_allocation_is_the_brute_force_optimum(seed, n, q, zeros, spread
     c = rng.lognormal(0.0, spread, n)
     if zeros:
         c[rng.random(n) < 0.4] = 0.0
-    lower = rng.integers(1, 3, n)
+    lower = rng.integers(0, 3, n)  # lower = 0 too: a positive unit at 0 weights costs an infinite objective
     upper = lower + rng.integers(0, 6, n)
     total = int(rng.integers(int(lower.sum()), int(upper.sum()) + 1))
     args = (torch.tensor(c), total, q, torch.tensor(lower), torch.tensor(upper))
     s_cont, s_int = allocate_budgets(*args, integer=False), allocate_budgets(*args)
     s_lr = allocate_budgets(*args, rounding="largest-remainder")
+
+    def objective(s) -> float:  # Σ_j c_j s_j^(1-1/q) in float64, inf when a positive c_j gets s_j = 0
+        s = np.asarray(s, dtype=float)
+        positive = c > 0
+        if bool((s[positive] == 0).any()):
+            return math.inf
+        return float(np.sum(c[positive] * s[positive] ** (1 - 1 / q)))
+
     best = math.inf
     for combo in itertools.product(*[range(int(lo), int(u) + 1) for lo, u in zip(lower, upper, strict=True)]):
         if sum(combo) == total:
-            best = min(best, float(np.sum(c * np.array(combo, dtype=float) ** (1 - 1 / q))))
-    objective = lambda s: float(s4_objective(torch.tensor(c), s, q))  # noqa: E731
+            best = min(best, objective(combo))
     assert objective(s_cont) <= best * (1 + 1e-12)
     assert objective(s_int) == pytest.approx(best, rel=1e-12)
     assert objective(s_lr) >= best * (1 - 1e-12)
@@ -575,6 +582,21 @@ def test_integer_allocation_is_the_brute_force_optimum(seed, n, q, zeros, spread
         assert (
             int(s.sum()) == total and bool((s >= torch.tensor(lower)).all()) and bool((s <= torch.tensor(upper)).all())
         )
+
+
+def test_integer_allocation_with_lower_zero_gives_every_positive_unit_a_weight():
+    # issue #14 item 7: from the continuous optimum (3.78, 0.04, 0.72, 0.18, 0.29) the search started
+    # unit 0 at 2 and then could not give all four other units their infinite-gain first weight
+    c = torch.tensor([1.5734, 0.0022, 0.1479, 0.0200, 0.0393], dtype=torch.float64)
+    s = allocate_budgets(c, 5, 0.7, 0, torch.tensor([6, 2, 5, 3, 3]))
+    assert s.tolist() == [1, 1, 1, 1, 1]
+    assert math.isfinite(float(s4_objective(c, s, 0.7)))
+    # without an upper bound, and with more budget than units: still every positive unit gets one
+    s = allocate_budgets(c, 6, 0.7, 0)
+    assert bool((s >= 1).all()) and int(s.sum()) == 6 and int(s[0]) == 2
+    # when the total cannot cover every positive unit, the allocation is still feasible and exact
+    s = allocate_budgets(c, 3, 0.7, 0, torch.tensor([6, 2, 5, 3, 3]))
+    assert int(s.sum()) == 3 and bool((s <= 1).all())
 
 
 @settings(max_examples=100, deadline=None)

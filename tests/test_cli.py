@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 
 import pytest
 import torch
 
+import lqtheory.experiment as experiment
 from lqtheory.cli import main
 from lqtheory.experiment import ExperimentConfig, load_results
 
@@ -67,6 +69,7 @@ def test_reproduce_help_is_wired(capsys):
         (["--device", "tpu"], "--device"),
         (["--method", "si-adaptive", "--q", "2"], "si-adaptive"),
         (["--bogus"], "unrecognized arguments"),
+        (["--momentum", "2"], "momentum must lie in [0, 1)"),  # issue #14 item 9
     ],
 )
 def test_bad_options_exit_2_with_a_message(tmp_path, capsys, args, message):
@@ -150,3 +153,120 @@ def test_python_m_and_lazy_reproduce_import():
     assert res.stdout.strip().splitlines()[-1] == "False False"
     res = subprocess.run([sys.executable, "-m", "lqtheory", "--version"], capture_output=True, text=True, check=True)
     assert res.stdout.startswith("lqtheory ")
+
+
+# --------------------------------------------------------------------------------------------------
+# issue #14: corrupt finished runs, restored rows, messages before the table
+
+
+def _rows(text: str) -> list[int]:
+    lines = text.splitlines()
+    header = [i for i, line in enumerate(lines) if line.split()[:2] == ["iter", "remaining"]]
+    assert len(header) <= 1
+    if not header:
+        return []
+    return [int(line.split()[0]) for line in lines[header[0] + 1 :] if line.split() and line.split()[0].isdigit()]
+
+
+def _prune_args(tmp_path, *extra):
+    return ["prune", *TINY, "--method", "lottery-ticket", "--iterations", "2", "--out", str(tmp_path),
+            "--no-progress", *extra]
+
+
+def test_corrupt_finished_run_is_reported_not_loaded(tmp_path, capsys):
+    args = _prune_args(tmp_path)
+    assert main(args, out=io.StringIO()) == 0
+    run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
+    mask = run_dir / "mask_1.pt"
+    mask.write_bytes(mask.read_bytes()[:-5])
+    out = io.StringIO()
+    assert main(args, out=out) == 1
+    err = capsys.readouterr().err
+    assert "mask_1.pt" in err and "nothing recomputed" not in out.getvalue()
+    assert _rows(out.getvalue()) == [] and "iter" not in out.getvalue()  # the error comes before any table
+
+
+def test_table_shows_rows_restored_from_the_checkpoint(tmp_path, monkeypatch):
+    args = _prune_args(tmp_path)
+    original = experiment._Run.write_results
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash_at_t1(self, complete, metadata):
+        if len(self.records) == 2:  # killed between the checkpoint of t = 1 and its results.json
+            raise Crash
+        return original(self, complete, metadata)
+
+    monkeypatch.setattr(experiment._Run, "write_results", crash_at_t1)
+    assert main(args, out=io.StringIO()) == 1  # the CLI reports the crash (a RuntimeError) and exits 1
+    monkeypatch.setattr(experiment._Run, "write_results", original)
+    out = io.StringIO()
+    assert main(args, out=out) == 0
+    assert _rows(out.getvalue()) == [0, 1, 2]
+    assert "resuming at iteration 2" in out.getvalue()
+    run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
+    assert not list(run_dir.glob(".*.tmp"))
+    # results.json of the finished run deleted: every row is printed again, nothing recomputed
+    (run_dir / "results.json").unlink()
+    out = io.StringIO()
+    assert main(args, out=out) == 0
+    assert _rows(out.getvalue()) == [0, 1, 2] and "nothing recomputed" in out.getvalue()
+
+
+def test_out_and_config_errors_come_before_the_table(tmp_path, capsys):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", *TINY, "--out", str(not_a_folder), "--no-progress"], out=io.StringIO())
+    assert exc.value.code == 2 and "is a file, not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", *TINY, "--out", str(not_a_folder / "sub"), "--no-progress"], out=io.StringIO())
+    assert exc.value.code == 2
+    # a damaged config.json: reported before any header or row
+    args = _prune_args(tmp_path / "runs")
+    assert main(args, out=io.StringIO()) == 0
+    run_dir = next((tmp_path / "runs").iterdir())
+    body = json.loads((run_dir / "config.json").read_text())
+    body["config"]["lr"] = 0.2
+    (run_dir / "config.json").write_text(json.dumps(body))
+    out = io.StringIO()
+    assert main(args, out=out) == 1
+    assert "config.json" in capsys.readouterr().err
+    assert "iter" not in out.getvalue() and _rows(out.getvalue()) == []
+
+
+def test_divergence_is_reported_as_such(tmp_path, capsys):
+    args = ["prune", *TINY, "--lr", "1e6", "--grad-clip", "0", "--iterations", "1", "--out", str(tmp_path),
+            "--no-progress"]
+    assert main(args, out=io.StringIO()) == 1
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "at step" in err and "--lr" in err
+
+
+def test_too_small_class_balanced_subset_is_an_error(tmp_path, capsys):
+    args = ["prune", *TINY, "--n-train", "5", "--iterations", "1", "--out", str(tmp_path), "--no-progress"]
+    assert main(args, out=io.StringIO()) == 1
+    assert "n_train=5 is smaller than the 10 classes" in capsys.readouterr().err
+
+
+def test_missing_data_error_speaks_cli_options(tmp_path, capsys, monkeypatch):
+    import torchvision
+
+    import lqtheory.data as data
+
+    class NoNetwork:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("Error downloading: <urlopen error [Errno -2] Name or service not known>")
+
+    monkeypatch.setenv("LQTHEORY_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("LQTHEORY_MNIST", raising=False)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", NoNetwork)
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    args = ["prune", "--dataset", "mnist", "--model", "mlp-16-1-1-relu", "--iterations", "1", "--epochs", "1",
+            "--device", "cpu", "--out", str(tmp_path / "runs"), "--no-progress"]
+    assert main(args, out=io.StringIO()) == 1
+    err = capsys.readouterr().err
+    assert "LQTHEORY_MNIST" in err and "internet" in err and "Name or service not known" in err
+    assert "root=" not in err and "download=True" not in err and "load_dataset" not in err
+    assert not (tmp_path / "data" / "MNIST").exists()

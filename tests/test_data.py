@@ -706,3 +706,72 @@ def test_real_fashion_mnist_from_debian(monkeypatch):
     np.testing.assert_array_equal(ds.y_test.numpy(), labels)
     mean, std = 0.2860, 0.3530  # Fashion-MNIST's published training statistics
     np.testing.assert_allclose(ds.x_test[:100, 0].numpy() * std + mean, raw[:100] / 255.0, atol=2e-4)
+
+
+# --------------------------------------------------------------------------------------------------
+# Messages (issue #14 item 9)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_explicit_folder_missing_one_file_names_it(offline, monkeypatch):
+    folder = offline / "fm"
+    write_fake_idx_folder(folder, gz=True)
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.setenv("LQTHEORY_FASHION_MNIST", str(folder))
+    with pytest.raises(FileNotFoundError) as info:
+        load_dataset("fashion-mnist")
+    msg = str(info.value)
+    assert "lacks t10k-labels-idx1-ubyte[.gz]" in msg and "train-images" not in msg.split("(expected")[0]
+    cifar = offline / "cifar" / "cifar-10-batches-py"
+    write_fake_cifar(cifar)
+    (cifar / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks data_batch_3 "):
+        load_dataset("cifar10", root=cifar.parent)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dataset("mnist", root=offline / "nowhere")
+
+
+def test_not_found_error_speaks_cli_words_too(offline):
+    with pytest.raises(data.DataNotFoundError) as info:
+        load_dataset("fashion-mnist")
+    api, cli = str(info.value), info.value.cli_message
+    assert "root=" in api and "download=True" in api
+    assert "root=" not in cli and "download=" not in cli and "load_dataset" not in cli
+    assert "LQTHEORY_FASHION_MNIST" in cli and "apt-get install dataset-fashion-mnist" in cli
+    assert "internet" in cli and "Name or service not known" in cli
+    with pytest.raises(data.DataNotFoundError) as info:
+        load_dataset("fashion-mnist", download=False)
+    assert "download=False" in str(info.value) and "download=" not in info.value.cli_message
+
+
+def test_failed_download_leaves_no_empty_folders(offline, monkeypatch):
+    class HalfDownload:
+        def __init__(self, root, train=True, download=False):
+            raw = Path(root) / "MNIST" / "raw"
+            raw.mkdir(parents=True, exist_ok=True)
+            (raw / "train-images-idx3-ubyte.gz.part").write_bytes(b"partial")
+            raise RuntimeError("Error downloading: connection reset")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", HalfDownload)
+    with pytest.raises(RuntimeError, match="connection reset"):
+        load_dataset("mnist")
+    base = offline / "data"
+    assert not (base / "MNIST").exists()
+    assert not base.exists()  # the data folder was created by the attempt and is empty again
+    # a data folder that existed before (holding other things) is kept, only MNIST/ goes
+    base.mkdir()
+    (base / "keep.txt").write_text("other data")
+    with pytest.raises(RuntimeError):
+        load_dataset("mnist")
+    assert sorted(p.name for p in base.iterdir()) == ["keep.txt"]
+
+
+def test_class_balanced_subset_smaller_than_the_classes_is_an_error(offline, monkeypatch):
+    folder = offline / "fm"
+    write_fake_idx_folder(folder, gz=False)
+    monkeypatch.setenv("LQTHEORY_FASHION_MNIST", str(folder))
+    with pytest.raises(ValueError, match="n_train=5 is smaller than the 10 classes"):
+        load_dataset("fashion-mnist", n_train=5)
+    with pytest.raises(ValueError, match="n_test=9 is smaller than the 10 classes"):
+        load_dataset("fashion-mnist", n_test=9)
+    assert load_dataset("fashion-mnist", n_train=10).n_train == 10

@@ -290,6 +290,110 @@ def test_corrupted_checkpoint_and_mask_are_detected(tmp_path):
     shutil.rmtree(run_dir)
 
 
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        ("truncate checkpoint.pt", "checkpoint.pt"),
+        ("delete checkpoint.pt", "checkpoint.pt"),
+        ("truncate mask_1.pt", "mask_1.pt"),
+        ("delete mask_2.pt", "mask_2.pt"),
+        ("flip mask_0.pt", "mask_0.pt"),
+    ],
+)
+def test_corrupt_file_of_a_finished_run_is_reported(tmp_path, damage, named, monkeypatch):
+    # issue #14 item 3: a finished run was loaded without checking its checkpoint and mask files
+    cfg = tiny("sap", iterations=2)
+    res = run_experiment(cfg, tmp_path)
+    action, name = damage.split()
+    path = res.run_dir / name
+    if action == "delete":
+        path.unlink()
+    elif action == "truncate":
+        path.write_bytes(path.read_bytes()[:-7])
+    else:
+        data = path.read_bytes()
+        path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a corrupt finished run was retrained")
+
+    monkeypatch.setattr(experiment, "train", forbidden)
+    with pytest.raises(CorruptRunError, match=named.replace(".", r"\.")):
+        run_experiment(cfg, tmp_path)
+    with pytest.raises(CorruptRunError, match=named.replace(".", r"\.")):
+        experiment.verify_run(res.run_dir)
+
+
+def test_intact_finished_run_verifies(tmp_path):
+    res = run_experiment(tiny("random", iterations=1), tmp_path)
+    assert experiment.verify_run(res.run_dir).records == res.records
+
+
+def test_infinite_compression_is_written_as_standard_json(tmp_path):
+    # issue #14 item 6: one-shot at rate 1 removes everything: compression and speed-up are infinite,
+    # which json.dumps wrote as the non-standard token Infinity
+    cfg = tiny("one-shot", iterations=1, rate=1.0)
+    res = run_experiment(cfg, tmp_path)
+    assert res.records[1]["remaining"] == 0
+    assert res.records[1]["compression"] == math.inf and res.records[1]["speedup"] == math.inf
+    path = res.run_dir / "results.json"
+    text = path.read_text()
+    assert "Infinity" not in text and "NaN" not in text
+
+    def reject(name):
+        raise ValueError(name)
+
+    body = json.loads(text, parse_constant=reject)  # strict, standard JSON
+    assert body["records"][1]["compression"] is None and body["records"][1]["speedup"] is None
+    again = load_run(res.run_dir)  # null reads back as inf
+    assert again.records[1]["compression"] == math.inf
+    assert load_results(res.run_dir)["compression"].tolist()[1] == math.inf
+    for name in ("config.json",):
+        assert "Infinity" not in (res.run_dir / name).read_text()
+    # a file with the non-standard token (and a checksum that matches it) is refused, not read
+    body["records"][1]["compression"] = math.inf
+    del body["sha256"]
+    body["sha256"] = experiment._sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    path.write_text(json.dumps(body))
+    with pytest.raises(CorruptRunError, match="Infinity"):
+        load_run(res.run_dir)
+
+
+def test_resume_reports_restored_records_and_removes_stale_temporaries(tmp_path, monkeypatch):
+    # issue #14 item 4: records restored from the checkpoint must reach the caller (the CLI's table)
+    cfg = tiny("lottery-ticket", iterations=2)
+    original = experiment._Run.write_results
+
+    def crash_at_t1(self, complete, metadata):
+        if len(self.records) == 2:  # checkpoint of t = 1 written, results.json not yet
+            raise Interrupt
+        return original(self, complete, metadata)
+
+    monkeypatch.setattr(experiment._Run, "write_results", crash_at_t1)
+    with pytest.raises(Interrupt):
+        run_experiment(cfg, tmp_path)
+    monkeypatch.setattr(experiment._Run, "write_results", original)
+    run_dir = cfg.run_dir(tmp_path)
+    assert len(load_run(run_dir).records) == 1  # results.json lags the checkpoint
+    stale = run_dir / ".results.json.x1y2z3.tmp"
+    stale.write_bytes(b"half a file")
+    restored, new = [], []
+    res = run_experiment(cfg, tmp_path, on_restore=lambda records, complete: restored.append((records, complete)),
+                         on_record=lambda record: new.append(record["iteration"]))
+    assert [[r["iteration"] for r in records] for records, _ in restored] == [[0, 1]]
+    assert restored[0][1] is False and new == [2]
+    assert res.complete and not stale.exists()
+    # a finished run: restored once, complete
+    restored.clear()
+    run_experiment(cfg, tmp_path, on_restore=lambda records, complete: restored.append((len(records), complete)))
+    assert restored == [(3, True)]
+    # results.json of a finished run deleted: rebuilt from the checkpoint, all records reported
+    (run_dir / "results.json").unlink()
+    restored.clear()
+    run_experiment(cfg, tmp_path, on_restore=lambda records, complete: restored.append((len(records), complete)))
+    assert restored == [(3, True)]
+
+
 def test_results_without_checkpoint_is_an_error(tmp_path):
     cfg = tiny("sap", iterations=2)
     with pytest.raises(Interrupt):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 
+import mpmath
 import numpy as np
 import pytest
 import torch
@@ -18,7 +19,6 @@ from torch import nn
 from torch.nn.utils import prune
 
 from lqtheory.masks import (
-    ROUNDING_RTOL,
     SCOPES,
     Mask,
     global_magnitude_prune,
@@ -37,9 +37,11 @@ HYP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthChe
 # --------------------------------------------------------------------------------------------------
 
 
-def _snap(x: float) -> float:
-    nearest = round(x)
-    return float(nearest) if abs(x - nearest) <= ROUNDING_RTOL * max(abs(x), 1.0) else x
+def _exact_snap(x):
+    """An mpmath value within 1e-30 (relative) of an integer is that integer: the reference computes with
+    60 digits, so this only settles values that are integers in exact arithmetic."""
+    nearest = mpmath.nint(x)
+    return nearest if abs(x - nearest) <= mpmath.mpf("1e-30") * max(abs(x), 1) else x
 
 
 def oracle_pqi(a: np.ndarray, p: float, q: float) -> float:
@@ -53,15 +55,28 @@ def oracle_pqi(a: np.ndarray, p: float, q: float) -> float:
 
 
 def oracle_sap_count(a: np.ndarray, p, q, eta, gamma, beta) -> int:
-    """⌊d · clamp(γ(1 − r/d), 0, β)⌋, r = ⌈d (1+η)^(−q/(q−p)) (1−I)^(qp/(q−p))⌉ (with the snapping rule)."""
+    """⌊d · clamp(γ(1 − r/d), 0, β)⌋, r = ⌈d (1+η)^(−q/(q−p)) (1−I)^(qp/(q−p))⌉, in exact arithmetic.
+
+    An exact reference (mpmath, 60 significant digits): the weights are the exact binary values of the
+    tensor entries; p, q, η, γ, β are the decimals they print as (0.29 means 29/100, as a user means it).
+    """
     d = a.size
     if d == 0:
         return 0
-    index = oracle_pqi(np.abs(a), p, q)
-    r_real = d * (1 + eta) ** (-q / (q - p)) * (1 - index) ** (q * p / (q - p))
-    r = min(math.ceil(_snap(r_real)), d)
-    rho = min(max(gamma * (1 - r / d), 0.0), beta)
-    return math.floor(_snap(d * rho))
+    with mpmath.workdps(60):
+        mags = [mpmath.mpf(abs(float(x))) for x in a]
+        p_, q_, eta_, gamma_, beta_ = (mpmath.mpf(repr(float(v))) for v in (p, q, eta, gamma, beta))
+        if all(m == 0 for m in mags):
+            one_minus_index = mpmath.mpf(1)  # degenerate unit: I = 0
+        else:
+            norm_p = mpmath.fsum(m**p_ for m in mags) ** (1 / p_)
+            norm_q = mpmath.fsum(m**q_ for m in mags) ** (1 / q_)
+            one_minus_index = min(mpmath.mpf(1), mpmath.mpf(d) ** (1 / q_ - 1 / p_) * norm_p / norm_q)
+        r_real = d * (1 + eta_) ** (-q_ / (q_ - p_)) * one_minus_index ** (q_ * p_ / (q_ - p_))
+        r = min(int(mpmath.ceil(_exact_snap(r_real))), d)
+        by_gamma = int(mpmath.floor(_exact_snap(gamma_ * (d - r))))
+        by_beta = int(mpmath.floor(_exact_snap(beta_ * d)))
+    return max(min(by_gamma, by_beta), 0)
 
 
 def oracle_magnitude_keep(w: np.ndarray, alive: np.ndarray, n: int) -> np.ndarray:
@@ -180,6 +195,42 @@ def test_sap_gamma_times_removable_is_snapped_before_floor():
     assert sap_prune_counts(w, 0.5, 1.0, gamma=1.0, beta=1.0).tolist() == [100]  # keeps r = 1
 
 
+@pytest.mark.parametrize("gamma", [1.0, 3.0])
+def test_sap_bound_just_above_an_integer_rounds_up(gamma):
+    # issue #14 item 8: (p, q) = (1, 2), η = 0: the bound is ||w||_1^2 / ||w||_2^2 = 1 + 2ab/(a^2 + b^2)
+    # = 1.00000082 here, so r = 2 = d and nothing is pruned; a 1e-6 snap made r = 1 and pruned a weight
+    w = torch.tensor([7.25e-7, -1.775])
+    assert oracle_sap_count(w.numpy(), 1.0, 2.0, 0.0, gamma, 0.9) == 0
+    assert sap_prune_counts(w, 1.0, 2.0, 0.0, gamma, 0.9).tolist() == 0
+    assert sap_prune_counts(w.double().reshape(1, 2), 1.0, 2.0, 0.0, gamma, 1.0).tolist() == [0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    gap=st.floats(1e-9, 1e-5),  # above the bound's float64 error estimate (~4e-12 relative)
+    d=st.integers(2, 40),
+    pq=pq_pairs,
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_sap_counts_near_integer_bounds_match_exact_reference(seed, gap, d, pq, dtype):
+    """Units whose S5 bound lies a hair above an integer (one entry of size ~gap next to k equal large
+    ones: the bound is then k + O(gap)), checked against the exact mpmath reference."""
+    g = torch.Generator().manual_seed(seed)
+    k = int(torch.randint(1, d, (1,), generator=g))
+    w = torch.zeros(3, d, dtype=torch.float64)
+    w[:, :k] = 1.0 + 0.5 * torch.rand(1, generator=g, dtype=torch.float64)  # k equal large entries
+    w[0, k] = gap  # a tiny extra entry
+    w[1, k:] = gap * torch.rand(d - k, generator=g, dtype=torch.float64)  # several tiny ones
+    w[2, k] = -gap
+    w = w.to(dtype)
+    p, q = pq
+    for gamma in (1.0, 3.0):
+        got = sap_prune_counts(w, p, q, 0.0, gamma, 1.0)
+        wn = w.double().numpy()
+        assert got.tolist() == [oracle_sap_count(wn[u], p, q, 0.0, gamma, 1.0) for u in range(3)]
+
+
 def test_sap_degenerate_units():
     w = torch.zeros(3, 5)
     w[1] = 2.0  # uniform
@@ -284,6 +335,24 @@ def test_magnitude_prune_dim_argument_and_broadcast_counts():
     assert got2.sum(1).tolist() == [[5, 4, 3], [5, 4, 3]]
     # integer-valued float counts are fine
     assert torch.equal(magnitude_prune(w, torch.tensor([1.0, 2.0, 3.0]), dim=1), got2)
+
+
+def test_magnitude_prune_one_dimensional_input_with_ties_at_the_cut():
+    # issue #14 item 1: a 1-D input whose threshold ties straddled the cut raised IndexError
+    w = torch.tensor([0.0, 0.0, 0.0, 1.0, 2.0])
+    assert magnitude_prune(w, 1).tolist() == [True, True, False, True, True]
+    assert magnitude_prune(w, 1).tolist() == magnitude_prune(w.reshape(1, 5), 1)[0].tolist()
+    assert magnitude_prune(torch.ones(3), 2).tolist() == [True, False, False]
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(1000, generator=g).round()  # many ties at every cut
+    mask = torch.rand(1000, generator=g) < 0.8
+    for n, m in [(100, None), (100, mask), (torch.tensor(7), mask), (0, None), (2000, mask)]:
+        got = magnitude_prune(w, n, mask=m)
+        alive = np.ones(1000, bool) if m is None else m.numpy()
+        assert got.shape == w.shape
+        assert got.tolist() == oracle_magnitude_keep(w.numpy(), alive, int(n)).tolist()
+    with pytest.raises(ValueError, match="broadcast"):
+        magnitude_prune(w, torch.tensor([1, 2]))
 
 
 def test_magnitude_prune_validation():

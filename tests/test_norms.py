@@ -105,6 +105,84 @@ def test_matches_oracle(kind, layout, dtype):
     assert not failures, "\n".join(failures)
 
 
+# Half precision: the result is the float64 value (of the half-precision inputs) rounded to the dtype,
+# up to float32 accumulation; values beyond the dtype's range come out as inf.
+HALF_TOL = {torch.float16: {"rtol": 2e-3, "atol": 1e-5}, torch.bfloat16: {"rtol": 1.6e-2, "atol": 1e-4}}
+
+
+def _assert_half_matches(got: torch.Tensor, want, dtype, what=""):
+    assert got.dtype == dtype, f"{what}: dtype {got.dtype}"
+    want = np.asarray(want, dtype=np.float64)
+    beyond = np.abs(want) > torch.finfo(dtype).max
+    got64 = got.double().cpu().numpy()
+    assert not np.isnan(got64).any(), f"{what}: NaN in result"
+    assert np.all(np.isinf(got64[beyond])), f"{what}: values beyond the {dtype} range must be inf"
+    np.testing.assert_allclose(got64[~beyond], want[~beyond], err_msg=what, **HALF_TOL[dtype])
+
+
+def _half_inputs(w_np: np.ndarray, dtype) -> tuple[torch.Tensor, np.ndarray]:
+    """``w_np`` rounded to ``dtype`` (within its range) and the exact float64 values the oracle should see."""
+    w = torch.as_tensor(np.clip(w_np, -6e4, 6e4)).to(dtype)
+    return w, w.double().numpy()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("layout", LAYOUTS, ids=[layout[0] for layout in LAYOUTS])
+@pytest.mark.parametrize("kind", oracles.KINDS)
+def test_matches_oracle_in_half_precision(kind, layout, dtype):
+    name, shape, dim, make_mask = layout
+    rng = np.random.default_rng(zlib.crc32(f"half/{kind}/{name}".encode()))
+    w, w_np = _half_inputs(oracles.random_weights(kind, shape, rng), dtype)
+    mask_np = None if make_mask is None else make_mask(shape, rng)
+    mask = None if mask_np is None else torch.as_tensor(mask_np)
+    failures = []
+    for fname, kwargs in FUNCS:
+        if fname == "alive_count":
+            continue  # d itself, in w's dtype: not an accumulation
+        got = getattr(N, fname)(w, **kwargs, dim=dim, mask=mask)
+        want = getattr(oracles, fname)(w_np, **kwargs, dim=dim, mask=mask_np)
+        try:
+            _assert_half_matches(got, want, dtype, f"{fname}{kwargs}")
+        except AssertionError as err:
+            failures.append(str(err))
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_half_precision_long_units(dtype):
+    # issue #14 item 2: with d = 70000 > 65504 (float16's largest value) the count d and the sums were
+    # kept in the input dtype: PQI 1.0 (float64: 0.153), SI inf (1.18), Gini NaN (0.414); bfloat16
+    # gave PQI 0.117. The oracle sees exactly the half-precision inputs.
+    rng = np.random.default_rng(14)
+    w, w_np = _half_inputs(rng.standard_normal((1, 70000)) * 0.01, dtype)
+    cases = [
+        ("pq_index", {"p": 0.5, "q": 1.0}),
+        ("sparsity_index", {"q": 0.5}),
+        ("teacher_sparsity_index", {"q": 0.5}),
+        ("gini_index", {}),
+        ("si_implied_size", {"q": 0.5}),
+        ("retained_count_bound", {"p": 0.5, "q": 1.0}),
+        ("lq_norm", {"q": 1.0}),
+    ]
+    for fname, kwargs in cases:
+        got = getattr(N, fname)(w, **kwargs)
+        _assert_half_matches(got, getattr(oracles, fname)(w_np, **kwargs), dtype, f"{fname}{kwargs}")
+
+
+def test_gini_of_values_near_the_float32_maximum():
+    # issue #14 item 2: Σ|w| overflowed float32 and Gini came out NaN; Gini is scale-free
+    w = torch.tensor([3e38, 3e38, 1.0, 2.0])
+    want = oracles.gini_index(w.double().numpy())
+    assert float(N.gini_index(w)) == pytest.approx(float(want), rel=1e-6)
+    assert float(N.gini_index(w)) == pytest.approx(0.5, rel=1e-6)
+    w64 = torch.tensor([[1e308, 1e308, 1.0, 2.0], [3.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    np.testing.assert_allclose(N.gini_index(w64).numpy(), oracles.gini_index(w64.numpy()), rtol=1e-12)
+    masked = torch.tensor([[True, True, False, True], [True, True, True, False]])
+    np.testing.assert_allclose(
+        N.gini_index(w64, mask=masked).numpy(), oracles.gini_index(w64.numpy(), mask=masked.numpy()), rtol=1e-12
+    )
+
+
 @pytest.mark.parametrize("kind", ["ties", "sparse", "normal"])
 @pytest.mark.parametrize("masked", [False, True])
 def test_sort_magnitudes_matches_oracle(kind, masked):

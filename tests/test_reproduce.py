@@ -335,3 +335,17 @@ def test_declared_parameters_include_lines_papermill_skips(tmp_path):
     reproduce.preflight([path], {"profile": "ci", "n": 3})  # accepted: papermill injects n correctly
     with pytest.raises(reproduce.UsageError, match="unknown parameter"):
         reproduce.preflight([path], {"m": 3})
+
+
+def test_failed_rerun_keeps_the_last_good_claims_record(ws):
+    # issue #14 item 5: a rerun that fails before setup() (here: a parameter the notebook rejects)
+    # deleted the notebook's last good claims record, which git tracks at the default profile
+    claims = ws["figures"] / "ci" / "claims" / "01_ok.json"
+    code, out = call(ws, "--profile", "ci", "--only", "01", "--force")
+    good = claims.read_text()
+    assert read_claims(claims)["claims"]
+    code, out = call(ws, "--profile", "ci", "--only", "01", "--force", "-p", "n='not a number'")
+    assert code == 1 and "01_ok: FAILED" in out
+    assert claims.read_text() == good, out
+    assert "kept the previous claims record" in out
+    assert not list(claims.parent.glob(".*.previous"))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lqtheory.data import load_dataset
-from lqtheory.training import LambdaCallback, TrainConfig, evaluate, train
+from lqtheory.training import LambdaCallback, TrainConfig, TrainingDivergedError, evaluate, train
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +203,27 @@ def test_callback_can_stop_and_interrupt(digits):
 def test_config_validation(kwargs, error):
     with pytest.raises(error):
         TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("momentum", [1.0, 2.0])
+def test_momentum_of_one_or_more_is_rejected(momentum):
+    # issue #14 item 9: --momentum 2 was accepted without a word
+    with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\)"):
+        TrainConfig(momentum=momentum)
+    assert TrainConfig(momentum=0.99).momentum == 0.99
+
+
+def test_divergence_is_reported_with_its_step(digits):
+    # issue #14 item 9: lr 1e6 ended in "weights contain NaN or Inf" from the pruning statistics
+    model = tiny_mlp()
+    cfg = TrainConfig(epochs=2, batch_size=50, lr=1e6, grad_clip=None)
+    diverged = r"training diverged: the loss is -?(nan|inf) at step \d+ of 20"
+    with pytest.raises(TrainingDivergedError, match=diverged) as info:
+        train(model, digits, cfg, seed=0)
+    step = int(str(info.value).split(" at step ")[1].split()[0])
+    assert 1 <= step <= 20
+    # a run that stays finite trains as before
+    assert train(tiny_mlp(), digits, TrainConfig(epochs=1, batch_size=50, lr=0.1), seed=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
