@@ -176,7 +176,7 @@ def _prune_args(tmp_path, *extra):
 def test_corrupt_finished_run_is_reported_not_loaded(tmp_path, capsys):
     args = _prune_args(tmp_path)
     assert main(args, out=io.StringIO()) == 0
-    run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
+    run_dir = next(p for p in tmp_path.iterdir() if (p / "config.json").is_file())  # not dense/
     mask = run_dir / "mask_1.pt"
     mask.write_bytes(mask.read_bytes()[:-5])
     out = io.StringIO()
@@ -205,7 +205,7 @@ def test_table_shows_rows_restored_from_the_checkpoint(tmp_path, monkeypatch):
     assert main(args, out=out) == 0
     assert _rows(out.getvalue()) == [0, 1, 2]
     assert "resuming at iteration 2" in out.getvalue()
-    run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
+    run_dir = next(p for p in tmp_path.iterdir() if (p / "config.json").is_file())  # not dense/
     assert not list(run_dir.glob(".*.tmp"))
     # results.json of the finished run deleted: every row is printed again, nothing recomputed
     (run_dir / "results.json").unlink()
