@@ -226,7 +226,7 @@ def test_out_and_config_errors_come_before_the_table(tmp_path, capsys):
     # a damaged config.json: reported before any header or row
     args = _prune_args(tmp_path / "runs")
     assert main(args, out=io.StringIO()) == 0
-    run_dir = next((tmp_path / "runs").iterdir())
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if (p / "config.json").is_file())  # not dense/
     body = json.loads((run_dir / "config.json").read_text())
     body["config"]["lr"] = 0.2
     (run_dir / "config.json").write_text(json.dumps(body))

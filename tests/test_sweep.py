@@ -397,7 +397,16 @@ df = run_experiments(configs, OUT, threads=1)
 pids = {store.read_log(c.run_dir(OUT) / store.CLAIM_FILE)[0]["pid"] for c in configs}
 print("scheduler given:", "LQTHEORY_SCHEDULER" in os.environ, "| rows:", len(df),
       "| computed in this kernel:", os.getpid() in pids)
-run.claim("G1", "the grid ran", "[derived]", {"rows": len(df)}, len(df) == 4)
+run.claim("G1", measured={"rows": len(df)}, holds=len(df) == 4)
+'''
+
+GRID_REGISTRY = '''
+[[claim]]
+id = "G1"
+notebook = "01_grid"
+statement = "the grid ran"
+provenance = "derived"
+kind = "theorem"
 '''
 
 
@@ -413,6 +422,7 @@ def test_reproduce_hands_one_cluster_to_the_notebooks(tmp_path, monkeypatch):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     nbformat.write(percent_to_notebook(GRID_NOTEBOOK), notebooks / "01_grid.ipynb")
+    (notebooks / "claims.toml").write_text(GRID_REGISTRY)
     monkeypatch.setenv("GRID_OUT", str(tmp_path / "runs"))
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     parser = reproduce.add_arguments(argparse.ArgumentParser())
