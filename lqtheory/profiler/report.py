@@ -164,7 +164,7 @@ class Profile:
             _write(path, text)
         return text
 
-    def _sections(self):
+    def _sections(self, timings: bool = True):
         s = self.settings
         yield "h1", f"Profile of {self.label}"
         yield "p", (f"Source: {self.source}. Units: Linear rows, Conv filters, attention/FFN projection rows. "
@@ -191,15 +191,20 @@ class Profile:
         yield "p", _MASKS_NOTE
         if self.export:
             yield "h2", "Structured export (physically smaller dense model)"
-            yield "table", pd.DataFrame([{k: v for k, v in self.export.items() if not isinstance(v, (dict, list))}])
+            row = {k: v for k, v in self.export.items() if not isinstance(v, (dict, list))}
+            if not timings:
+                row = {k: v for k, v in row.items() if k not in _TIMING_KEYS}
+                yield "p", ("Measured CPU wall-clock times are left out of this copy of the report so that it is "
+                            "byte-stable (they vary run to run); `lqtheory profile --export` reports them.")
+            yield "table", pd.DataFrame([row])
         yield "h2", "Skipped parameters"
         yield "table", self.skipped.assign(shape=self.skipped["shape"].astype(str))
         for note in self.notes:
             yield "p", note
 
-    def to_markdown(self, path=None) -> str:
+    def to_markdown(self, path=None, timings: bool = True) -> str:
         lines = []
-        for kind, x in self._sections():
+        for kind, x in self._sections(timings):
             if kind == "h1":
                 lines.append(f"# {x}\n")
             elif kind == "h2":
@@ -213,17 +218,19 @@ class Profile:
             _write(path, text)
         return text
 
-    def to_html(self, path=None) -> str:
-        text = _page(f"lqtheory profile: {self.label}", self.html_body())
+    def to_html(self, path=None, timings: bool = True) -> str:
+        """The self-contained HTML report; ``timings=False`` leaves out the measured wall-clock times of the
+        export (machine- and load-dependent), for a copy that must be byte-stable."""
+        text = _page(f"lqtheory profile: {self.label}", self.html_body(timings))
         if path is not None:
             _write(path, text)
         return text
 
-    def html_body(self) -> str:
+    def html_body(self, timings: bool = True) -> str:
         """The report's HTML without the page around it (plots embedded as base64 PNG)."""
         figs = self.figures()
         parts = []
-        for kind, x in self._sections():
+        for kind, x in self._sections(timings):
             if kind in ("h1", "h2"):
                 parts.append(f"<{kind}>{html.escape(x)}</{kind}>")
             elif kind == "p":
@@ -239,6 +246,9 @@ class Profile:
                 plt.close(fig)
         return "\n".join(parts)
 
+
+#: export fields that are measured wall-clock times (left out with ``timings=False``)
+_TIMING_KEYS = ("dense_seconds", "seconds", "measured_speedup")
 
 def combined_html(profiles, comparison=None, title: str = "lqtheory profile") -> str:
     """One self-contained page: the comparison (if any), then every profile."""
