@@ -519,15 +519,20 @@ class Results:
 
     def mask(self, t: int, *, device: str | torch.device | None = None) -> Mask:
         """The mask after iteration ``t``, checked against the digest recorded in ``results.json``."""
-        path = _mask_path(self.run_dir, t)
         expected = self.metadata.get("mask_sha256", {}).get(str(t))
         if expected is None:
             raise KeyError(f"run {self.run_id} has no mask for iteration {t}")
-        if not path.is_file():
-            raise CorruptRunError(f"{path} is missing")
-        if _sha256(path.read_bytes()) != expected:
-            raise CorruptRunError(f"{path} does not match the digest recorded in results.json")
-        return Mask.load(path, device=device)
+        return Mask.load(_checked_mask_file(self.run_dir, t, expected), device=device)
+
+
+def _checked_mask_file(run_dir: Path, t: int, expected: str) -> Path:
+    """``mask_<t>.pt`` after checking it against the digest recorded in ``results.json``."""
+    path = _mask_path(run_dir, t)
+    if not path.is_file():
+        raise CorruptRunError(f"{path} is missing")
+    if _sha256(path.read_bytes()) != expected:
+        raise CorruptRunError(f"{path} does not match the digest recorded in results.json")
+    return path
 
 
 def load_run(run_dir: str | os.PathLike) -> Results:
@@ -568,14 +573,10 @@ def verify_run(run_dir: str | os.PathLike) -> Results:
     _verified_checkpoint_payload(ckpt)
     digests = results.metadata.get("mask_sha256", {})
     for t in range(len(results.records)):
-        path = _mask_path(run_dir, t)
         expected = digests.get(str(t))
         if expected is None:
-            raise CorruptRunError(f"{_results_path(run_dir)} lists no digest for {path.name}")
-        if not path.is_file():
-            raise CorruptRunError(f"{path} is missing")
-        if _sha256(path.read_bytes()) != expected:
-            raise CorruptRunError(f"{path} does not match the digest recorded in results.json")
+            raise CorruptRunError(f"{_results_path(run_dir)} lists no digest for {_mask_path(run_dir, t).name}")
+        _checked_mask_file(run_dir, t, expected)
     return results
 
 

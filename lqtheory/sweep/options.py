@@ -11,13 +11,9 @@ __all__ = ["add_executor_arguments"]
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    from lqtheory.cli import _positive_int as parse  # the CLI's one parser of whole-number options
+
+    return parse(text)
 
 
 def add_executor_arguments(parser, *, local_default: str) -> None:
