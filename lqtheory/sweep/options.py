@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 from lqtheory.sweep.executor import ENV_EXECUTOR, ENV_SCHEDULER, EXECUTORS
 
 __all__ = ["add_executor_arguments"]
