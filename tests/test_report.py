@@ -113,17 +113,20 @@ from lqtheory.notebook import findings
 fig, ax = plt.subplots()
 ax.plot([1, 2], [1, 4])
 run.save_figure(fig, "curve")
-run.claim("A1", "n is positive", "[derived]", {"n": run.n}, run.n > 0)
+run.claim("A1", measured={"n": run.n}, holds=run.n > 0)
 findings(run)
 '''
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     nbformat.write(percent_to_notebook(text), notebooks / "01_tiny.ipynb")
+    (notebooks / "claims.toml").write_text(
+        '[[claim]]\nid = "A1"\nnotebook = "01_tiny"\nstatement = "n is positive"\nprovenance = "derived"\n'
+        'kind = "theorem"\n')
     report = tmp_path / "out" / "report.html"
     parser = reproduce.add_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--notebooks-dir", str(notebooks), "--build-dir", str(tmp_path / "build"),
                               "--figures-dir", str(tmp_path / "figures"), "--profile", "ci",
-                              "--report", str(report)])
+                              "--report", str(report), "--executor", "serial"])
     out = io.StringIO()
     assert reproduce.run(args, out=out) == 0, out.getvalue()
     assert f"report: {report} (1 notebooks, 1 figures, 1 claims)" in out.getvalue()
