@@ -53,6 +53,7 @@ waits for it and loads or resumes it, and the claim of a process that died is ta
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -336,6 +337,19 @@ class ExperimentConfig:
         else:
             bits.insert(3, f"rate={self.rate:g}")
         return " ".join(bits)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int):
+    """torch's CPU thread count set to ``threads`` for the block, restored afterwards."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def derive_seed(seed: int, *parts: int | str) -> int:
@@ -745,14 +759,8 @@ def ensure_dense(
     :class:`CorruptRunError`. ``callbacks`` see the dense training when this call performs it.
     """
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with _torch_threads(threads):
             return ensure_dense(config, out, progress=progress, callbacks=callbacks)
-        finally:
-            torch.set_num_threads(before)
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
     device = resolve_device(config.device)
@@ -1077,15 +1085,9 @@ def run_experiment(
     used is recorded in the metadata (CPU results may differ in the last bits between counts).
     """
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with _torch_threads(threads):
             return run_experiment(config, out, progress=progress, callbacks=callbacks, verbose=verbose,
                                   on_record=on_record, on_restore=on_restore)
-        finally:
-            torch.set_num_threads(before)
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
     device = resolve_device(config.device)  # a device that is not present fails before anything is claimed
