@@ -753,8 +753,9 @@ def ensure_dense(
     built from ``derive_seed(seed, "init")`` and trained ``resolved_dense_epochs`` epochs with
     ``derive_seed(seed, 0, "train")``, exactly what ``t = 0`` of a run did before the dense stage was
     separate, so with ``dense_epochs=None`` old runs keep their numbers. It is trained into a temporary
-    folder and moved into place with one ``os.rename`` (atomic): a crash leaves no partial artifact,
-    and when two processes race, one rename wins and the other's copy is discarded. An existing
+    folder and moved into place with one ``os.rename`` (atomic), so a crash leaves no partial artifact.
+    Training holds the artifact's claim (``<out>/dense/.<dense_id>.claim``, :mod:`lqtheory.store`): a
+    concurrent caller waits for it, then loads the finished model instead of training it again. An existing
     artifact is verified (checksums, data fingerprint) and used, never retrained; a corrupt one raises
     :class:`CorruptRunError`. ``callbacks`` see the dense training when this call performs it.
     """
@@ -769,10 +770,23 @@ def ensure_dense(
     if final.exists():
         load_dense(final, fingerprint=fingerprint)
         return final
+    from lqtheory.store import claim
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # One trainer per artifact: a concurrent caller waits for the claim, then finds the folder and loads it.
+    with claim(final.parent / f".{final.name}.claim", label=f"dense {final.name}") as held:
+        if not final.exists():
+            _train_dense(config, data, fingerprint, final, device, progress, callbacks)
+            held.log("trained")
+    load_dense(final, fingerprint=fingerprint)
+    return final
+
+
+def _train_dense(config, data, fingerprint, final: Path, device, progress, callbacks) -> None:
+    """Train the dense model of ``config`` into a temporary folder and rename it to ``final`` (atomic)."""
     import shutil
     import uuid
 
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -811,8 +825,6 @@ def ensure_dense(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    load_dense(final, fingerprint=fingerprint)
-    return final
 
 
 def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

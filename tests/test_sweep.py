@@ -147,8 +147,6 @@ def test_dense_tasks_run_once_and_before_the_runs_that_need_them(tmp_path, monke
     assert sorted(c for c in calls if c[0] == "dense") == [("dense", "dense-seed0"), ("dense", "dense-seed1")]
     for did in ("dense-seed0", "dense-seed1"):
         assert calls.index(("dense", did)) < min(i for i, c in enumerate(calls) if c == ("run", did))
-        log = store.read_log(tmp_path / "dense" / f".{did}.claim")
-        assert [e["event"] for e in log] == ["acquired", "released"]  # trained under a claim
 
 
 # --------------------------------------------------------------------------------------------------
@@ -365,6 +363,34 @@ def test_concurrent_prune_processes_compute_a_run_once(tmp_path):
     assert res.complete and len(res.records) == 3 and not claim_path.exists()
     assert {p.name for p in cfg.run_dir(out).iterdir() if not p.name.startswith(".")} == {
         "config.json", "checkpoint.pt", "results.json", "mask_0.pt", "mask_1.pt", "mask_2.pt"}
+
+
+def test_concurrent_processes_train_a_dense_model_once(tmp_path):
+    out = tmp_path / "runs"
+    cfg = tiny("sap")
+    dense_dir = experiment._dense_dir(cfg, out)
+    claim_path = dense_dir.parent / f".{dense_dir.name}.claim"
+    dense_dir.parent.mkdir(parents=True)
+    code = (f"from lqtheory.experiment import ExperimentConfig, ensure_dense\n"
+            f"print(ensure_dense(ExperimentConfig(**{cfg.to_dict()!r}), {str(out)!r}, progress=False))")
+    # Hold the artifact's claim, so both processes find it taken and must wait; then let them race for it.
+    held = store.claim(claim_path)
+    held.acquire()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 120
+        while sum(e["event"] == "waiting" for e in store.read_log(claim_path)) < 2:
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "ensure_dense did not wait"
+            time.sleep(0.05)
+    finally:
+        held.release()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert [o.strip() for o, _ in outputs] == [str(dense_dir)] * 2
+    assert [e["event"] for e in store.read_log(claim_path)].count("trained") == 1  # one trained, one loaded
+    assert not claim_path.exists() and not list(dense_dir.parent.glob(".tmp-*"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import traceback
-from pathlib import Path
 
-__all__ = ["DENSE_CLAIMS", "TaskError", "dense_task", "run_task"]
+__all__ = ["TaskError", "dense_task", "run_task"]
 
 _MAX_TRACEBACK = 20_000  # characters kept of a worker's traceback
 
@@ -30,8 +29,6 @@ def _as_text(err: BaseException) -> TaskError:
         text = text[: _MAX_TRACEBACK // 2] + "\n[...]\n" + text[-_MAX_TRACEBACK // 2:]
     return TaskError(f"{type(err).__name__}: {err}"[:2000], text)
 
-DENSE_CLAIMS = "dense"  # claims of dense artifacts live in <out>/dense/.<dense_id>.claim
-
 
 def _single_threaded(threads: int) -> None:
     # The nanny sets OMP/MKL threads to 1 through the environment; torch's intra-op pool is set here,
@@ -42,20 +39,17 @@ def _single_threaded(threads: int) -> None:
 
 
 def dense_task(config, out: str, threads: int) -> str:
-    """Train (or find) the dense model of ``config`` once, under a claim, so that concurrent grids
-    sharing the store never train it twice. Returns the artifact's folder."""
-    from lqtheory import store
+    """Train (or find) the dense model of ``config``; returns the artifact's folder. ``ensure_dense``
+    trains under the artifact's store claim, so concurrent grids sharing the store never train it twice."""
     from lqtheory.sweep.graph import dense_stage
 
     _single_threaded(threads)
     stage = dense_stage()
     if stage is None:
         raise RuntimeError("lqtheory.experiment has no dense stage (dense_id/ensure_dense)")
-    dense_id, ensure_dense = stage
+    _, ensure_dense = stage
     try:
-        did = str(dense_id(config))
-        with store.claim(Path(out) / DENSE_CLAIMS / f".{did}.claim", label=f"dense {did}"):
-            return str(ensure_dense(config, out))
+        return str(ensure_dense(config, out))
     except Exception as err:  # noqa: BLE001 - sent back as text
         raise _as_text(err) from None
 
