@@ -26,8 +26,6 @@ from lqtheory.stats import Interval, mean_interval, seeds_needed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = {"ci": {"n": 10}, "default": {"n": 100}, "paper": {"n": 1000}}
-ENV_KEYS = ("LQTHEORY_FIGURES", "LQTHEORY_PROGRESS", "LQTHEORY_BATCH", "CI", "LQTHEORY_CLAIMS")
-
 REGISTRY = """
 [[claim]]
 id = "S1"
@@ -69,27 +67,15 @@ kind = "theorem"
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path):
-    """Figures and the registry live in tmp; env flags are restored afterwards."""
-    saved = {k: os.environ.get(k) for k in ENV_KEYS}
-    det = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    for k in ENV_KEYS:
-        os.environ.pop(k, None)
-    os.environ["LQTHEORY_FIGURES"] = str(tmp_path / "figs")
+def isolated(notebook_env, tmp_path):
+    """A clean notebook session (conftest's ``notebook_env``) whose registry is REGISTRY, in tmp."""
     registry = tmp_path / "notebooks" / "claims.toml"
     registry.parent.mkdir()
     registry.write_text(REGISTRY)
     for name in ("nb", "other", "01_a", "02_b", "99_ledger"):
         (registry.parent / f"{name}.ipynb").write_text("{}")
-    os.environ["LQTHEORY_CLAIMS"] = str(registry)
-    yield tmp_path / "figs"
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    torch.use_deterministic_algorithms(det, warn_only=warn_only)
+    os.environ["LQTHEORY_CLAIMS"] = str(registry)  # notebook_env restores it
+    return notebook_env
 
 
 def new_run(name="nb"):

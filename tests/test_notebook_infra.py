@@ -37,26 +37,11 @@ REPO = Path(__file__).resolve().parents[1]
 PROFILES = {"ci": {"n": 10, "q": 0.5, "sizes": (1, 2)},
             "default": {"n": 100, "q": 0.5, "sizes": (3, 4)},
             "paper": {"n": 1000, "q": 0.25, "sizes": (5, 6)}}
-ENV_KEYS = ("LQTHEORY_FIGURES", "LQTHEORY_PROGRESS", "LQTHEORY_BATCH", "CI")
-
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path):
-    """Figures go to tmp; env flags and torch's determinism switches are restored afterwards."""
-    saved = {k: os.environ.get(k) for k in ENV_KEYS}
-    det = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    for k in ENV_KEYS:
-        os.environ.pop(k, None)
-    os.environ["LQTHEORY_FIGURES"] = str(tmp_path / "figs")
-    yield tmp_path / "figs"
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    torch.use_deterministic_algorithms(det, warn_only=warn_only)
-    plt.close("all")
+def isolated(notebook_env):
+    """Every test here runs in a clean notebook session (conftest's ``notebook_env``)."""
+    return notebook_env
 
 
 def namespace(**overrides):
