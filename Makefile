@@ -28,8 +28,9 @@ data:
 	  echo "note: could not install Debian's dataset-fashion-mnist; the loader will try data/ or a download"; \
 	fi
 
+# --jobs 2: the grid-free notebooks run beside the grid notebooks, whose runs go to the shared Dask workers
 reproduce: $(STAMP) data
-	$(VENV)/bin/lqtheory reproduce --profile $(PROFILE) --report
+	$(VENV)/bin/lqtheory reproduce --profile $(PROFILE) --jobs 2 --report
 
 test: $(STAMP) data
 	$(VENV)/bin/ruff check .
