@@ -347,6 +347,24 @@ def test_cuda_grid_runs_one_worker_per_gpu(tmp_path):
 # Two `lqtheory prune` processes, one configuration, one --out
 
 
+def race_for_claim(held, argv: list[str], what: str) -> list[tuple[str, str]]:
+    """Start two processes ``argv`` while ``held`` (an acquired claim) blocks them; once both wait, release
+    it so they race for it. Returns their (stdout, stderr), after asserting both exited 0."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 120
+        while sum(e["event"] == "waiting" for e in store.read_log(held.path)) < 2:
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), f"{what} did not wait"
+            time.sleep(0.05)
+    finally:
+        held.release()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    return outputs
+
+
 def test_concurrent_prune_processes_compute_a_run_once(tmp_path):
     out = tmp_path / "runs"
     args = ["--dataset", "digits", "--model", "mlp-16-1-1-relu", "--method", "sap", "-T", "2", "-E", "1",
@@ -357,18 +375,7 @@ def test_concurrent_prune_processes_compute_a_run_once(tmp_path):
     # Hold the run's claim, so both processes find it taken and must wait; then let them race for it.
     held = store.claim_run(cfg.run_dir(out))
     held.acquire()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-m", "lqtheory", "prune", *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
-    try:
-        deadline = time.monotonic() + 120
-        while sum(e["event"] == "waiting" for e in store.read_log(claim_path)) < 2:
-            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "prune did not wait"
-            time.sleep(0.05)
-    finally:
-        held.release()
-    outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    outputs = race_for_claim(held, [sys.executable, "-m", "lqtheory", "prune", *args], "prune")
     tables = [[ln for ln in o.splitlines() if ln.strip()[:1].isdigit()] for o, _ in outputs]
     assert len(tables[0]) == 3 and tables[0] == tables[1]  # the same three rows, t = 0, 1, 2
     assert all("waiting for it" in e for _, e in outputs)
@@ -391,18 +398,7 @@ def test_concurrent_processes_train_a_dense_model_once(tmp_path):
     # Hold the artifact's claim, so both processes find it taken and must wait; then let them race for it.
     held = store.claim(claim_path)
     held.acquire()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env) for _ in range(2)]
-    try:
-        deadline = time.monotonic() + 120
-        while sum(e["event"] == "waiting" for e in store.read_log(claim_path)) < 2:
-            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "ensure_dense did not wait"
-            time.sleep(0.05)
-    finally:
-        held.release()
-    outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    outputs = race_for_claim(held, [sys.executable, "-c", code], "ensure_dense")
     assert [o.strip() for o, _ in outputs] == [str(dense_dir)] * 2
     assert [e["event"] for e in store.read_log(claim_path)].count("trained") == 1  # one trained, one loaded
     assert not claim_path.exists() and not list(dense_dir.parent.glob(".tmp-*"))
