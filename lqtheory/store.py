@@ -64,7 +64,7 @@ HEARTBEAT_SECONDS = 5.0
 STALE_SECONDS = 60.0
 _BREAK_STALE_SECONDS = 10.0  # the break lock is held for milliseconds; a dead holder is cleared after this
 
-_LIVE: set[str] = set()  # tokens of the claims this process holds right now
+_LIVE: set[str] = set()  # tokens of the claims this process holds or is acquiring right now
 _LIVE_LOCK = threading.Lock()
 
 
@@ -263,6 +263,20 @@ class Claim:
     def acquire(self) -> bool:
         if self._held:
             raise RuntimeError(f"claim {self.path} is already held by this object")
+        # Registered before our claim file can exist: another thread of this process that reads it must
+        # never judge it left over by an earlier process with our pid (and take it over).
+        with _LIVE_LOCK:
+            _LIVE.add(self.token)
+        won = False
+        try:
+            won = self._take()
+            return won
+        finally:
+            if not won:
+                with _LIVE_LOCK:
+                    _LIVE.discard(self.token)
+
+    def _take(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         seen, since, waited = None, time.monotonic(), False
@@ -302,8 +316,6 @@ class Claim:
 
     def _start(self, event: str, **fields) -> None:
         self._held, self._lost = True, False
-        with _LIVE_LOCK:
-            _LIVE.add(self.token)
         self.log(event, **fields)
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat_loop, name=f"claim-heartbeat {self.path}", daemon=True)
