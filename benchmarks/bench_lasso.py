@@ -1,4 +1,4 @@
-"""Batched Lasso benchmark: K problems in one `lqtheory.lasso.lasso` call vs scikit-learn one by one.
+"""Batched Lasso benchmark: K problems in one `lqtheory.theory.lasso.lasso` call vs scikit-learn one by one.
 
     python benchmarks/bench_lasso.py                 # K=200 targets, n=2000, p=200 (the E1 use: every
                                                      # neuron of a layer on the same previous-layer outputs)
@@ -79,7 +79,7 @@ def run_group(preset: str, device: torch.device, repeats: int | None = None) -> 
     import numpy as np
     import sklearn
 
-    from lqtheory.lasso import lasso, lasso_lambda_max, lasso_objective
+    from lqtheory.theory.lasso import lasso, lasso_lambda_max, lasso_objective
 
     K, n, p, default_repeats = SIZES[preset]
     repeats = repeats or default_repeats
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--json", default=None, help="write the rows and the environment to this file")
     args = ap.parse_args(argv)
-    from lqtheory.device import resolve_device
+    from lqtheory.engine.device import resolve_device
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

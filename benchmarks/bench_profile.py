@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
-from lqtheory.masks import unit_view  # noqa: E402
+from lqtheory.engine.masks import unit_view  # noqa: E402
 from lqtheory.profiler.measure import Settings, unit_statistics  # noqa: E402
 
 

@@ -52,7 +52,7 @@ TARGET_OVERHEAD = 0.05
 
 
 def grid(sizes: dict, methods=METHODS, scopes=SCOPES):
-    from lqtheory.experiment import ExperimentConfig
+    from lqtheory.runs.experiment import ExperimentConfig
 
     return [
         ExperimentConfig(dataset=sizes["dataset"], model=sizes["model"], method=m, scope=s, p=0.5, q=1.0, gamma=1.0,
@@ -65,7 +65,7 @@ def grid(sizes: dict, methods=METHODS, scopes=SCOPES):
 def _warm(config, root: str) -> int:
     """A one-iteration run in a worker, into a folder of its own: the data set is loaded and torch's
     first-call costs are paid before the clock starts, as the serial case's warm-up run does."""
-    from lqtheory.experiment import run_experiment
+    from lqtheory.runs.experiment import run_experiment
 
     run_experiment(config.replace(iterations=0), Path(root) / f"warm-{os.getpid()}", threads=1)
     return os.getpid()
@@ -76,7 +76,7 @@ def _noop() -> None:
 
 
 def time_serial(configs, root: Path) -> float:
-    from lqtheory.sweep import run_grid
+    from lqtheory.runs.grid import run_grid
 
     run_grid([configs[0].replace(iterations=0)], root / "warm-serial", executor="serial", threads=1)  # as _warm
     start = time.perf_counter()
@@ -87,8 +87,8 @@ def time_serial(configs, root: Path) -> float:
 def time_dask(configs, root: Path, workers: int) -> dict:
     from distributed import Client
 
-    from lqtheory.sweep import run_grid
-    from lqtheory.sweep.cluster import local_cluster
+    from lqtheory.runs.grid import run_grid
+    from lqtheory.runs.grid.cluster import local_cluster
 
     start = time.perf_counter()
     with local_cluster(workers, announce=False) as cluster, Client(cluster, set_as_default=False) as client:

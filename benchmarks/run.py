@@ -450,7 +450,7 @@ def bench_masks(ctx: Context) -> list[Row]:
 
 
 def _bench_package_sap(ctx: Context, ws: list[torch.Tensor]) -> list[Row]:
-    """The user-facing path, ``lqtheory.pruning.sap(weights, mask, scope="neuron")`` over the whole set.
+    """The user-facing path, ``lqtheory.engine.pruning.sap(weights, mask, scope="neuron")`` over the whole set.
 
     It views the set through ``masks.unit_view`` (one unpadded block per row width), counts and masks
     each block with one batched call, and builds a ``Mask``.
@@ -644,7 +644,7 @@ def _training_data(ctx: Context):
 
 
 def bench_training(ctx: Context) -> list[Row]:
-    """Epochs per second of lqtheory.training.train against a DataLoader loop, same model and optimiser."""
+    """Epochs per second of lqtheory.engine.training.train against a DataLoader loop, same model and optimiser."""
     train, TrainConfig = _import("training", "train", "TrainConfig")
     (build_model,) = _import("models", "build_model")
     try:
@@ -739,7 +739,8 @@ def bench_scaling(ctx: Context) -> list[Row]:
         )
     if sap is None:
         rows.append(
-            Row("scaling", "SAP neuron-wise mask", math.nan, skipped=True, note="lqtheory.masks not available yet")
+            Row("scaling", "SAP neuron-wise mask", math.nan, skipped=True,
+                note="lqtheory.engine.masks not available yet")
         )
     return rows
 
@@ -885,7 +886,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict:
-    from lqtheory.device import resolve_device
+    from lqtheory.engine.device import resolve_device
 
     device = resolve_device(args.device)
     settings = PRESETS["smoke" if args.smoke else "quick" if args.quick else "full"]

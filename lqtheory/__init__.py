@@ -1,10 +1,24 @@
 """lqtheory: neural-network compression through sparse linear approximation, reproduced.
 
 The public API is re-exported here; ``docs/ARCHITECTURE.md`` maps the modules. Notebook helpers
-(``lqtheory.notebook``) and batch reproduction (``lqtheory.reproduce``) are imported on demand.
+(``lqtheory.workbench.session``) and batch reproduction (``lqtheory.workbench.reproduce``) are imported on demand.
 """
 
-from lqtheory.approximation import (
+from lqtheory.engine.data import DATASETS, DataFileError, Dataset, load_dataset, read_idx
+from lqtheory.engine.device import resolve_device, set_determinism
+from lqtheory.engine.masks import Mask, global_magnitude_prune, magnitude_prune, sap_prune_counts, unit_view
+from lqtheory.engine.models import (
+    MODELS,
+    build_model,
+    count_multiply_adds,
+    mlp_biases,
+    mlp_weights,
+    prunable_parameters,
+)
+from lqtheory.engine.pruning import METHODS, PruneConfig, prune_step, si_adaptive_config, unit_statistics
+from lqtheory.engine.training import TrainConfig, evaluate, train
+from lqtheory.runs.experiment import ExperimentConfig, load_results, run_experiment
+from lqtheory.theory.approximation import (
     MaureyResult,
     best_s_term,
     best_s_term_error,
@@ -12,8 +26,8 @@ from lqtheory.approximation import (
     required_terms,
     stechkin_bound,
 )
-from lqtheory.backward import BackwardResult, Student, backward_approximation, edges_for_mse, edges_mse_curve
-from lqtheory.bounds import (
+from lqtheory.theory.backward import BackwardResult, Student, backward_approximation, edges_for_mse, edges_mse_curve
+from lqtheory.theory.bounds import (
     NetworkBound,
     allocate_budgets,
     network_bound,
@@ -25,13 +39,8 @@ from lqtheory.bounds import (
     stechkin_factor,
     uniform_budgets,
 )
-from lqtheory.data import DATASETS, DataFileError, Dataset, load_dataset, read_idx
-from lqtheory.device import resolve_device, set_determinism
-from lqtheory.experiment import ExperimentConfig, load_results, run_experiment
-from lqtheory.lasso import LassoResult, lasso, lasso_path
-from lqtheory.masks import Mask, global_magnitude_prune, magnitude_prune, sap_prune_counts, unit_view
-from lqtheory.models import MODELS, build_model, count_multiply_adds, mlp_biases, mlp_weights, prunable_parameters
-from lqtheory.norms import (
+from lqtheory.theory.lasso import LassoResult, lasso, lasso_path
+from lqtheory.theory.norms import (
     gini_index,
     lq_norm,
     pq_index,
@@ -42,9 +51,7 @@ from lqtheory.norms import (
     tail_mass_ratio,
     teacher_sparsity_index,
 )
-from lqtheory.pruning import METHODS, PruneConfig, prune_step, si_adaptive_config, unit_statistics
-from lqtheory.teacher import Teacher, make_teacher, sample_teacher_data, teacher_tsi
-from lqtheory.training import TrainConfig, evaluate, train
+from lqtheory.theory.teacher import Teacher, make_teacher, sample_teacher_data, teacher_tsi
 
 __version__ = "0.1.0"
 

@@ -1,8 +1,8 @@
-"""``python -m lqtheory``: the ``lqtheory`` command (see :mod:`lqtheory.cli`)."""
+"""``python -m lqtheory``: the ``lqtheory`` command (see :mod:`lqtheory.cli.main`)."""
 
 import sys
 
-from lqtheory.cli import main
+from lqtheory.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-import lqtheory.experiment as experiment
+import lqtheory.runs.experiment as experiment
 
 HOOK_DIR = Path(os.environ["LQTHEORY_TEST_HOOK_DIR"])
 _train = getattr(experiment, "_unhooked_train", experiment.train)  # idempotent: preload may run twice

@@ -14,7 +14,7 @@ settings.register_profile("explore", max_examples=1000, deadline=None, suppress_
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-# Environment variables a notebook session reads (lqtheory.notebook, lqtheory.claims).
+# Environment variables a notebook session reads (lqtheory.workbench.session, lqtheory.workbench.claims).
 NOTEBOOK_ENV_KEYS = ("LQTHEORY_FIGURES", "LQTHEORY_PROGRESS", "LQTHEORY_BATCH", "CI", "LQTHEORY_CLAIMS")
 
 

@@ -191,7 +191,7 @@ def _retained(v, p, q, eta):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Batched oracles of lqtheory.norms
+# Batched oracles of lqtheory.theory.norms
 # ----------------------------------------------------------------------------------------------------
 def alive_count(w, dim=-1, mask=None):
     return _reduce(lambda v: float(len(v)), w, dim, mask)
@@ -236,7 +236,7 @@ def sort_order(row: np.ndarray, alive: np.ndarray) -> list[int]:
 
 
 def sort_magnitudes(w, dim=-1, mask=None):
-    """``(values, indices)`` with the input's shape: descending order of ``lqtheory.norms.sort_magnitudes``."""
+    """``(values, indices)`` with the input's shape: descending order of ``lqtheory.theory.norms.sort_magnitudes``."""
     w_np = _np(w).astype(np.float64)
     rows, alive, reduced = units(w_np, dim, mask)
     n = rows[0].shape[0] if rows else np.moveaxis(w_np, dim, -1).shape[-1]
@@ -251,7 +251,7 @@ def sort_magnitudes(w, dim=-1, mask=None):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Oracles of lqtheory.approximation (S1, S3)
+# Oracles of lqtheory.theory.approximation (S1, S3)
 # ----------------------------------------------------------------------------------------------------
 def best_s_term(w, s, dim=-1, mask=None):
     """``(w_s, keep)`` with the input's shape: the ``min(s, d)`` largest alive magnitudes kept."""

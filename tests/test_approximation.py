@@ -1,4 +1,4 @@
-"""Tests of lqtheory.approximation: oracles, S1 (Stechkin) as a property, required terms, S3 (Maurey)."""
+"""Tests of lqtheory.theory.approximation: oracles, S1 (Stechkin) as a property, required terms, S3 (Maurey)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lqtheory import norms as N
-from lqtheory.approximation import (
+from lqtheory.theory import norms as N
+from lqtheory.theory.approximation import (
     MaureyResult,
     best_s_term,
     best_s_term_error,

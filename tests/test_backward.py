@@ -12,8 +12,8 @@ import pytest
 import torch
 from sklearn.linear_model import Lasso
 
-from lqtheory.backward import Student, backward_approximation, edges_for_mse, edges_mse_curve
-from lqtheory.teacher import make_teacher, sample_teacher_data
+from lqtheory.theory.backward import Student, backward_approximation, edges_for_mse, edges_mse_curve
+from lqtheory.theory.teacher import make_teacher, sample_teacher_data
 
 F64 = torch.float64
 

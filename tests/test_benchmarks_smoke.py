@@ -114,7 +114,7 @@ def test_missing_routine_is_reported_as_skipped(monkeypatch, tmp_path):
 
     def fake_import(module, *names):
         if module == "bounds":
-            raise harness.Unavailable("lqtheory.bounds.network_bound not available yet")
+            raise harness.Unavailable("lqtheory.theory.bounds.network_bound not available yet")
         return real_import(module, *names)
 
     monkeypatch.setattr(run, "_import", fake_import)
@@ -176,7 +176,7 @@ def test_weight_set_shapes_and_size():
 
 
 def test_loop_indices_match_batched():
-    from lqtheory.norms import gini_index, lq_norm, pq_index, sparsity_index
+    from lqtheory.theory.norms import gini_index, lq_norm, pq_index, sparsity_index
 
     for w in _weights():
         w64 = w.double()
@@ -187,7 +187,7 @@ def test_loop_indices_match_batched():
 
 
 def test_loop_masks_match_magnitude_prune():
-    from lqtheory.masks import magnitude_prune
+    from lqtheory.engine.masks import magnitude_prune
 
     for i, w in enumerate(_weights()):
         counts = run._row_counts(w, seed=i)
@@ -208,7 +208,7 @@ def test_torchvision_style_dataset_reproduces_the_tensors():
     pix[0].fill_(0)
     pix[1].fill_(255)
     mean, std = 0.4, 0.3
-    x = (pix.float() / 255 - mean) / std  # how lqtheory.data standardises
+    x = (pix.float() / 255 - mean) / std  # how lqtheory.engine.data standardises
     images = run._uint8_images(x)
     assert torch.equal(images, pix[:, 0])
     ds = run.TorchvisionStyleImages(

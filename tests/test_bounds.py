@@ -1,4 +1,4 @@
-"""Tests for lqtheory.bounds: S2 (one neuron), S4 (deep ReLU network), S7 (budget allocation).
+"""Tests for lqtheory.theory.bounds: S2 (one neuron), S4 (deep ReLU network), S7 (budget allocation).
 
 Every inequality is checked per input and per neuron/output on random instances (heavy tails, exact
 sparsity, ties), and every batched routine is compared with a slow, obviously correct float64 loop.
@@ -16,7 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lqtheory.bounds import (
+from lqtheory.theory.bounds import (
     NetworkBound,
     allocate_budgets,
     dictionary_constant,
@@ -752,7 +752,7 @@ def test_cuda_matches_cpu():
 
 
 # --------------------------------------------------------------------------------------------------
-# agreement with lqtheory.approximation (one pruning rule in the package), and across dtypes
+# agreement with lqtheory.theory.approximation (one pruning rule in the package), and across dtypes
 # --------------------------------------------------------------------------------------------------
 @settings(max_examples=60, deadline=None)
 @given(
@@ -764,7 +764,7 @@ def test_cuda_matches_cpu():
     q=st.floats(0.1, 0.95),
 )
 def test_pruning_and_stechkin_agree_with_approximation_module(seed, n, d, kind, masked, q):
-    from lqtheory.approximation import best_s_term, stechkin_bound
+    from lqtheory.theory.approximation import best_s_term, stechkin_bound
 
     rng = np.random.default_rng(seed)
     w = torch.tensor(sample(rng, (n, d), kind))

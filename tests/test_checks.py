@@ -1,11 +1,11 @@
-"""Tests of lqtheory._checks.check_tensor: the sum shortcut must never let a non-finite entry through."""
+"""Tests of lqtheory.common.checks.check_tensor: the sum shortcut must never let a non-finite entry through."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lqtheory._checks import check_tensor
+from lqtheory.common.checks import check_tensor
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])

@@ -1,4 +1,4 @@
-"""The claims registry (lqtheory.claims) and the notebook API that evaluates registered claims only."""
+"""The claims registry (lqtheory.workbench.claims) and the notebook API that evaluates registered claims only."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lqtheory import claims as claims_mod  # noqa: E402
-from lqtheory.claims import (  # noqa: E402
+from lqtheory.analysis.stats import Interval, mean_interval, seeds_needed  # noqa: E402
+from lqtheory.workbench.claims import (  # noqa: E402
     RegistryError,
     format_evidence,
     format_value,
     load_registry,
     parse_registry,
 )
-from lqtheory.notebook import claims_path, collect_claims, read_claims, setup  # noqa: E402
-from lqtheory.stats import Interval, mean_interval, seeds_needed  # noqa: E402
+from lqtheory.workbench.session import claims_path, collect_claims, read_claims, setup  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = {"ci": {"n": 10}, "default": {"n": 100}, "paper": {"n": 1000}}
@@ -332,7 +332,7 @@ def _ledger_inputs(isolated):
 
 
 def test_ledger_words_match_kind_and_provenance(isolated):
-    from lqtheory.ledger import ledger_frame, verdict_counts, verdict_label
+    from lqtheory.workbench.ledger import ledger_frame, verdict_counts, verdict_label
 
     registry = _ledger_inputs(isolated)
     frame, missing, unregistered = ledger_frame(isolated / "ci", ["nb", "other"], registry)
@@ -351,7 +351,7 @@ def test_ledger_words_match_kind_and_provenance(isolated):
 
 
 def test_ledger_markdown_is_grouped_left_aligned_and_keeps_numbers_whole(isolated):
-    from lqtheory.ledger import ledger_frame, ledger_markdown, ledger_styler
+    from lqtheory.workbench.ledger import ledger_frame, ledger_markdown, ledger_styler
 
     registry = _ledger_inputs(isolated)
     frame, missing, _ = ledger_frame(isolated / "ci", ["nb", "other"], registry)
@@ -396,7 +396,7 @@ def test_every_claim_call_in_the_notebooks_is_registered_for_its_notebook():
 
 
 def test_profiles_restrict_where_a_claim_is_expected(isolated):
-    from lqtheory.ledger import ledger_frame
+    from lqtheory.workbench.ledger import ledger_frame
 
     with pytest.raises(RegistryError, match="profiles must be a non-empty list"):
         parse_registry(entry() + 'profiles = ["huge"]\n', "t.toml", notebooks={"nb"})

@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-import lqtheory.experiment as experiment
-from lqtheory.cli import main
-from lqtheory.experiment import ExperimentConfig, load_results
+import lqtheory.runs.experiment as experiment
+from lqtheory.cli.main import main
+from lqtheory.runs.experiment import ExperimentConfig, load_results
 
 TINY = ["--dataset", "digits", "--model", "mlp-16-1-1-relu", "--n-train", "300", "--n-test", "120",
         "--epochs", "1", "--batch-size", "50", "--lr", "0.1", "--device", "cpu", "--threads", "1"]
@@ -145,9 +145,9 @@ def test_run_time_failure_exits_1(tmp_path, capsys):
 def test_python_m_and_lazy_reproduce_import():
     code = (
         "import sys\n"
-        "from lqtheory.cli import main\n"
+        "from lqtheory.cli.main import main\n"
         "try:\n    main(['prune', '--help'])\nexcept SystemExit:\n    pass\n"
-        "print('papermill' in sys.modules, 'lqtheory.reproduce' in sys.modules)\n"
+        "print('papermill' in sys.modules, 'lqtheory.workbench.reproduce' in sys.modules)\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip().splitlines()[-1] == "False False"
@@ -253,7 +253,7 @@ def test_too_small_class_balanced_subset_is_an_error(tmp_path, capsys):
 def test_missing_data_error_speaks_cli_options(tmp_path, capsys, monkeypatch):
     import torchvision
 
-    import lqtheory.data as data
+    import lqtheory.engine.data as data
 
     class NoNetwork:
         def __init__(self, *args, **kwargs):

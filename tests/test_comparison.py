@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lqtheory.comparison import against_control, at_fractions, fraction_grid, paired_differences
+from lqtheory.analysis.comparison import against_control, at_fractions, fraction_grid, paired_differences
 
 SCHEDULE = {"dataset": "digits", "model": "mlp-16-1-1-relu", "epochs": 2, "dense_epochs": 4}
 
@@ -114,8 +114,8 @@ def test_paired_differences_align_on_seed_and_fraction():
 
 
 def test_summaries_use_the_stats_intervals():
-    stats = pytest.importorskip("lqtheory.stats")
-    from lqtheory.comparison import summarize, summarize_paired
+    stats = pytest.importorskip("lqtheory.analysis.stats")
+    from lqtheory.analysis.comparison import summarize, summarize_paired
 
     df = frame_with_control()
     grid = at_fractions(df[df.method != "control"], [0.8, 0.64])
@@ -131,7 +131,7 @@ def test_summaries_use_the_stats_intervals():
 
 
 def test_standard_configs_are_shared_between_notebooks():
-    from lqtheory.comparison import STANDARD_SETTINGS, standard_config, standard_grid
+    from lqtheory.analysis.comparison import STANDARD_SETTINGS, standard_config, standard_grid
 
     for profile in STANDARD_SETTINGS:
         a = standard_config(profile, "lottery-ticket", "layer", 1)

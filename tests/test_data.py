@@ -1,4 +1,4 @@
-"""Tests for lqtheory.data: file readers, the resolution order, subsetting, the offline data sets.
+"""Tests for lqtheory.engine.data: file readers, the resolution order, subsetting, the offline data sets.
 
 Fake IDX files and CIFAR pickles are written into tmp_path and loaded through the whole resolution
 path. No test downloads anything: torchvision's data set classes are replaced by ones that fail.
@@ -21,8 +21,8 @@ import torchvision.datasets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lqtheory import data
-from lqtheory.data import DataFileError, Dataset, load_dataset, read_cifar_batch, read_idx, subset_indices
+from lqtheory.engine import data
+from lqtheory.engine.data import DataFileError, Dataset, load_dataset, read_cifar_batch, read_idx, subset_indices
 
 REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
 STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -573,7 +573,7 @@ def test_name_aliases(offline, monkeypatch):
 
 @pytest.mark.parametrize("distribution", ["normal", "student-t", "cauchy"])
 def test_teacher_data_sets_are_the_e1_teachers_outputs(distribution):
-    from lqtheory.teacher import make_teacher, relu_mlp_module
+    from lqtheory.theory.teacher import make_teacher, relu_mlp_module
 
     ds = load_dataset(f"teacher-{distribution}")
     spec = data.TEACHER_DATA
@@ -597,7 +597,7 @@ def test_teacher_data_sets_are_the_e1_teachers_outputs(distribution):
 
 
 def test_teacher_data_sets_cover_every_teacher_distribution():
-    from lqtheory.teacher import DISTRIBUTIONS
+    from lqtheory.theory.teacher import DISTRIBUTIONS
 
     assert {f"teacher-{d}" for d in DISTRIBUTIONS} == {n for n in data.DATASETS if n.startswith("teacher-")}
 
@@ -610,8 +610,8 @@ def test_dataset_task_without_loading():
 
 
 def test_teacher_data_trains_a_student_with_the_project_loop():
-    from lqtheory.models import build_model
-    from lqtheory.training import TrainConfig, train
+    from lqtheory.engine.models import build_model
+    from lqtheory.engine.training import TrainConfig, train
 
     ds = load_dataset("teacher-normal", n_train=2000, n_test=500)
     model = build_model("mlp-64-1-2-relu", ds.input_shape, ds.num_classes)

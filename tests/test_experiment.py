@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import lqtheory.experiment as experiment
-from lqtheory.experiment import (
+import lqtheory.runs.experiment as experiment
+from lqtheory.engine.masks import SCOPES
+from lqtheory.engine.pruning import METHODS
+from lqtheory.engine.training import LambdaCallback
+from lqtheory.runs.experiment import (
     CorruptRunError,
     ExperimentConfig,
     load_checkpoint,
@@ -20,9 +23,6 @@ from lqtheory.experiment import (
     load_run,
     run_experiment,
 )
-from lqtheory.masks import SCOPES
-from lqtheory.pruning import METHODS
-from lqtheory.training import LambdaCallback
 
 TINY = {"dataset": "digits", "model": "mlp-16-1-1-relu", "n_train": 300, "n_test": 120, "epochs": 1,
         "batch_size": 50, "lr": 0.1, "device": "cpu"}
@@ -607,7 +607,7 @@ def test_resuming_on_another_split_is_an_error(tmp_path, monkeypatch):
 
 
 def test_data_fingerprint_is_by_content():
-    from lqtheory.data import load_dataset
+    from lqtheory.engine.data import load_dataset
 
     a = load_dataset("digits").subset(100, 50, seed=0)
     b = load_dataset("digits").subset(100, 50, seed=0)

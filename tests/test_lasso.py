@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso
 
-from lqtheory.lasso import (
+from lqtheory.theory.lasso import (
     lasso,
     lasso_gram,
     lasso_lambda_max,

@@ -1,4 +1,4 @@
-"""Tests of lqtheory.masks: Mask semantics, magnitude_prune, sap_prune_counts, unit views.
+"""Tests of lqtheory.engine.masks: Mask semantics, magnitude_prune, sap_prune_counts, unit views.
 
 Oracles are slow loops in NumPy float64 / plain Python that evaluate the definitions unit by unit
 (THEORY.md §1, §3), independently of lqtheory.
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import prune
 
-from lqtheory.masks import (
+from lqtheory.engine.masks import (
     SCOPES,
     Mask,
     global_magnitude_prune,

@@ -1,4 +1,4 @@
-"""Tests for lqtheory.models: registry, architectures, prunable tensors, multiply-add counts."""
+"""Tests for lqtheory.engine.models: registry, architectures, prunable tensors, multiply-add counts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lqtheory.models import (
+from lqtheory.engine.models import (
     MODELS,
     build_model,
     count_multiply_adds,

@@ -1,4 +1,4 @@
-"""Tests of lqtheory.norms against the NumPy oracles, THEORY.md S5/S6 as properties, and edge cases."""
+"""Tests of lqtheory.theory.norms against the NumPy oracles, THEORY.md S5/S6 as properties, and edge cases."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lqtheory import norms as N
+from lqtheory.theory import norms as N
 
 TOL = {
     torch.float64: {"rtol": 1e-9, "atol": 1e-12},

@@ -1,4 +1,4 @@
-"""lqtheory.notebook: parameter validation, profile merging, stable files, claims, structure checks.
+"""lqtheory.workbench.session: parameter validation, profile merging, stable files, claims, structure checks.
 
 Everything here runs in-process (no kernels): ``setup`` is given a plain dict as the notebook's
 globals, with IPython's input history ``In`` faked where papermill's injected cell matters.
@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lqtheory import notebook as nbmod  # noqa: E402
-from lqtheory.notebook import (  # noqa: E402
+from lqtheory.workbench.session import (  # noqa: E402
     check_notebook,
     figures_dir,
     format_measured,
@@ -301,7 +301,7 @@ seed = 0
 n = None
 
 # %%
-from lqtheory.notebook import setup
+from lqtheory.workbench.session import setup
 
 PROFILES = {{"ci": dict(n=1), "default": dict(n=2), "paper": dict(n=3)}}
 run = setup("{name}", globals(), profiles=PROFILES)

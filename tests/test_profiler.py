@@ -9,10 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from lqtheory import approximation as A
-from lqtheory import norms as N
-from lqtheory.masks import sap_prune_counts
-from lqtheory.models import build_model
+from lqtheory.engine.masks import sap_prune_counts
+from lqtheory.engine.models import build_model
 from lqtheory.profiler import (
     ProfileInputError,
     Settings,
@@ -26,6 +24,8 @@ from lqtheory.profiler import (
     unit_statistics,
 )
 from lqtheory.profiler.cli import main as profile_main
+from lqtheory.theory import approximation as A
+from lqtheory.theory import norms as N
 
 
 class Mixed(nn.Module):
@@ -203,7 +203,7 @@ def test_cli_two_checkpoints_compared_with_reports(tmp_path, capsys):
 
 
 def test_lqtheory_cli_dispatches_profile(tmp_path, capsys):
-    from lqtheory.cli import main
+    from lqtheory.cli.main import main
 
     torch.save(_mlp(), tmp_path / "a.pt")
     assert main(["profile", str(tmp_path / "a.pt"), "--eps", "0.2"]) == 0
@@ -211,7 +211,7 @@ def test_lqtheory_cli_dispatches_profile(tmp_path, capsys):
 
 
 def test_run_folder(tmp_path):
-    from lqtheory.experiment import ExperimentConfig, run_experiment
+    from lqtheory.runs.experiment import ExperimentConfig, run_experiment
 
     cfg = ExperimentConfig(dataset="digits", model="mlp-16-1-1-relu", method="sap", scope="neuron", iterations=1,
                            epochs=1, n_train=300, n_test=120, batch_size=50, lr=0.1, device="cpu")

@@ -1,4 +1,4 @@
-"""Tests of lqtheory.pruning: every method × scope against loop oracles, rounding rule, invariants.
+"""Tests of lqtheory.engine.pruning: every method × scope against loop oracles, rounding rule, invariants.
 
 The oracle builds the units of a scope by explicit loops over tensors and rows (not through
 ``unit_view``), counts with the stated rule per unit and keeps entries in the order (-|score|, position),
@@ -19,9 +19,8 @@ from test_masks import oracle_magnitude_keep, oracle_pqi, oracle_sap_count
 from torch import nn
 from torch.nn.utils import prune
 
-from lqtheory.bounds import allocate_budgets
-from lqtheory.masks import SCOPES, Mask
-from lqtheory.pruning import (
+from lqtheory.engine.masks import SCOPES, Mask
+from lqtheory.engine.pruning import (
     METHODS,
     PruneConfig,
     bound_optimal,
@@ -35,6 +34,7 @@ from lqtheory.pruning import (
     si_adaptive_config,
     unit_statistics,
 )
+from lqtheory.theory.bounds import allocate_budgets
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 HYP = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,4 +1,4 @@
-"""The HTML report of executed notebooks (lqtheory.report, `lqtheory reproduce --report`)."""
+"""The HTML report of executed notebooks (lqtheory.workbench.report, `lqtheory reproduce --report`)."""
 
 import base64
 import json
@@ -6,7 +6,7 @@ import json
 import nbformat
 import pytest
 
-from lqtheory.report import build_report, executed_notebooks, find_mathjax
+from lqtheory.workbench.report import build_report, executed_notebooks, find_mathjax
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
@@ -88,8 +88,8 @@ def test_reproduce_report_option_writes_the_report(tmp_path):
     import argparse
     import io
 
-    from lqtheory import reproduce
-    from lqtheory.notebook import percent_to_notebook
+    from lqtheory.workbench import reproduce
+    from lqtheory.workbench.session import percent_to_notebook
 
     text = '''# %% [markdown]
 # # Tiny: $\\sigma_s(w)_1$
@@ -103,13 +103,13 @@ seed = 0
 n = None
 
 # %%
-from lqtheory.notebook import setup
+from lqtheory.workbench.session import setup
 PROFILES = {"ci": dict(n=1), "default": dict(n=2), "paper": dict(n=3)}
 run = setup("01_tiny", globals(), profiles=PROFILES)
 
 # %%
 import matplotlib.pyplot as plt
-from lqtheory.notebook import findings
+from lqtheory.workbench.session import findings
 fig, ax = plt.subplots()
 ax.plot([1, 2], [1, 4])
 run.save_figure(fig, "curve")

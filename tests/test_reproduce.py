@@ -1,4 +1,4 @@
-"""lqtheory.reproduce on tiny throwaway notebooks, with real papermill kernels.
+"""lqtheory.workbench.reproduce on tiny throwaway notebooks, with real papermill kernels.
 
 Kernel launches are the cost here (a few seconds each), so one module-scoped first run executes
 three notebooks (two in parallel) and the later tests reuse its folders: 6 launches in all.
@@ -15,8 +15,8 @@ import nbformat
 import papermill
 import pytest
 
-from lqtheory import reproduce
-from lqtheory.notebook import check_notebook, percent_to_notebook, read_claims
+from lqtheory.workbench import reproduce
+from lqtheory.workbench.session import check_notebook, percent_to_notebook, read_claims
 
 PROFILES = '{"ci": dict(n=1), "default": dict(n=2), "paper": dict(n=3)}'
 
@@ -25,7 +25,7 @@ def notebook_text(name: str, body: str, before_setup: str = "") -> str:
     return f'''# %% [markdown]
 # # {name}
 #
-# Claims [derived] for the tests of lqtheory.reproduce.
+# Claims [derived] for the tests of lqtheory.workbench.reproduce.
 
 # %% tags=["parameters"]
 profile = "ci"
@@ -34,7 +34,7 @@ seed = 0
 n = None
 
 # %%
-from lqtheory.notebook import setup
+from lqtheory.workbench.session import setup
 {before_setup}
 PROFILES = {PROFILES}
 run = setup("{name}", globals(), profiles=PROFILES)

@@ -1,4 +1,4 @@
-"""lqtheory.stats: t intervals against scipy.stats, three-way verdicts, seeds needed, bootstrap."""
+"""lqtheory.analysis.stats: t intervals against scipy.stats, three-way verdicts, seeds needed, bootstrap."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import scipy.stats
 import torch
 
-from lqtheory.stats import (
+from lqtheory.analysis.stats import (
     Interval,
     bootstrap_interval,
     mean_interval,

@@ -1,4 +1,4 @@
-"""Run-store claims (lqtheory.store): exclusive, waited for, taken over when the owner is dead or silent,
+"""Run-store claims (lqtheory.runs.lease): exclusive, waited for, taken over when the owner is dead or silent,
 never committed through once lost; and run_experiment computing a run once when asked twice at once."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lqtheory import store
+from lqtheory.runs import lease as store
 
 STORE_PY = Path(store.__file__)
 
@@ -159,7 +159,7 @@ def test_lost_claim_stops_commits_and_is_not_released_over_the_new_owner(tmp_pat
 def test_run_experiment_asked_twice_at_once_computes_once(tmp_path):
     import torch
 
-    from lqtheory.experiment import ExperimentConfig, run_experiment
+    from lqtheory.runs.experiment import ExperimentConfig, run_experiment
 
     cfg = ExperimentConfig(dataset="digits", model="mlp-16-1-1-relu", method="lottery-ticket", iterations=2,
                            epochs=1, n_train=300, n_test=120, batch_size=50, lr=0.1, device="cpu")

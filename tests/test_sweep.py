@@ -1,4 +1,4 @@
-"""Grids on Dask (lqtheory.sweep): the task graph, bit-identical results to the serial loop, a worker
+"""Grids on Dask (lqtheory.runs.grid): the task graph, bit-identical results to the serial loop, a worker
 killed mid-run, failures reported while the other runs finish, executor resolution, GPU workers, and
 two concurrent `lqtheory prune` processes sharing one run store.
 
@@ -20,11 +20,11 @@ import pandas as pd
 import pytest
 import torch
 
-import lqtheory.experiment as experiment
-from lqtheory import store
-from lqtheory.experiment import ExperimentConfig, load_run
-from lqtheory.sweep import GridError, plan_grid, resolve, run_grid
-from lqtheory.sweep.cluster import SharedCluster, gpu_worker_env, local_cluster
+import lqtheory.runs.experiment as experiment
+from lqtheory.runs import lease as store
+from lqtheory.runs.experiment import ExperimentConfig, load_run
+from lqtheory.runs.grid import GridError, plan_grid, resolve, run_grid
+from lqtheory.runs.grid.cluster import SharedCluster, gpu_worker_env, local_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"dataset": "digits", "model": "mlp-16-1-1-relu", "n_train": 300, "n_test": 120, "epochs": 1,
@@ -282,8 +282,8 @@ def test_run_grid_rejects_bad_arguments(tmp_path):
 
 def test_run_experiments_without_a_scheduler_runs_in_process(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr("lqtheory.sweep.executor._dask", lambda *a, **k: seen.append("dask"))
-    monkeypatch.setattr("lqtheory.sweep.executor._serial", lambda configs, *a, **k: seen.append(len(configs)))
+    monkeypatch.setattr("lqtheory.runs.grid.executor._dask", lambda *a, **k: seen.append("dask"))
+    monkeypatch.setattr("lqtheory.runs.grid.executor._serial", lambda configs, *a, **k: seen.append(len(configs)))
     experiment.run_experiments(GRID + GRID[:1], tmp_path)
     assert seen == [4]  # nbval/Jupyter: no cluster of its own
     experiment.run_experiments(GRID, tmp_path, scheduler="tcp://h:1")
@@ -393,7 +393,7 @@ def test_concurrent_processes_train_a_dense_model_once(tmp_path):
     dense_dir = experiment._dense_dir(cfg, out)
     claim_path = dense_dir.parent / f".{dense_dir.name}.claim"
     dense_dir.parent.mkdir(parents=True)
-    code = (f"from lqtheory.experiment import ExperimentConfig, ensure_dense\n"
+    code = (f"from lqtheory.runs.experiment import ExperimentConfig, ensure_dense\n"
             f"print(ensure_dense(ExperimentConfig(**{cfg.to_dict()!r}), {str(out)!r}, progress=False))")
     # Hold the artifact's claim, so both processes find it taken and must wait; then let them race for it.
     held = store.claim(claim_path)
@@ -410,7 +410,7 @@ def test_concurrent_processes_train_a_dense_model_once(tmp_path):
 GRID_NOTEBOOK = '''# %% [markdown]
 # # 01_grid
 #
-# Claims [derived] for the tests of lqtheory.reproduce with a Dask cluster.
+# Claims [derived] for the tests of lqtheory.workbench.reproduce with a Dask cluster.
 
 # %% tags=["parameters"]
 profile = "ci"
@@ -418,14 +418,14 @@ device = "auto"
 seed = 0
 
 # %%
-from lqtheory.notebook import setup
+from lqtheory.workbench.session import setup
 PROFILES = {"ci": {}, "default": {}, "paper": {}}
 run = setup("01_grid", globals(), profiles=PROFILES)
 
 # %%
 import os
-from lqtheory import store
-from lqtheory.experiment import ExperimentConfig, run_experiments
+from lqtheory.runs import lease as store
+from lqtheory.runs.experiment import ExperimentConfig, run_experiments
 OUT = os.environ["GRID_OUT"]
 TINY = dict(dataset="digits", model="mlp-16-1-1-relu", n_train=300, n_test=120, epochs=1, batch_size=50, lr=0.1,
             device="cpu", iterations=1)
@@ -453,8 +453,8 @@ def test_reproduce_hands_one_cluster_to_the_notebooks(tmp_path, monkeypatch):
 
     import nbformat
 
-    from lqtheory import reproduce
-    from lqtheory.notebook import percent_to_notebook
+    from lqtheory.workbench import reproduce
+    from lqtheory.workbench.session import percent_to_notebook
 
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()

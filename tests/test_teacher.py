@@ -7,8 +7,8 @@ import pytest
 import scipy.stats
 import torch
 
-from lqtheory.norms import teacher_sparsity_index
-from lqtheory.teacher import (
+from lqtheory.theory.norms import teacher_sparsity_index
+from lqtheory.theory.teacher import (
     Teacher,
     draw_rows,
     make_teacher,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lqtheory.data import load_dataset
-from lqtheory.training import LambdaCallback, TrainConfig, TrainingDivergedError, evaluate, train
+from lqtheory.engine.data import load_dataset
+from lqtheory.engine.training import LambdaCallback, TrainConfig, TrainingDivergedError, evaluate, train
 
 
 @pytest.fixture(scope="module")

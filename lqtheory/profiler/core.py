@@ -7,7 +7,7 @@ Steps (each a batched call per block of equal row width, never a per-neuron loop
    predicted by S1 and actually needed) — :mod:`lqtheory.profiler.measure`;
 2. with data: prune every unit to its S1 budget at each ε (masks, no retraining), measure the
    degradation, and check the S1 guarantee unit by unit; for plain ReLU MLPs also the S4 bound
-   (:func:`lqtheory.bounds.network_bound`) beside the observed deviation;
+   (:func:`lqtheory.theory.bounds.network_bound`) beside the observed deviation;
 3. optionally (``export=True``): a physically smaller dense model (:mod:`lqtheory.profiler.export`).
 """
 
@@ -19,13 +19,13 @@ from contextlib import contextmanager
 import pandas as pd
 import torch
 
-from lqtheory.approximation import best_s_term_error
-from lqtheory.masks import magnitude_prune, unit_view
-from lqtheory.norms import gini_index, pq_index, si_implied_size, sparsity_index
+from lqtheory.engine.masks import magnitude_prune, unit_view
 from lqtheory.profiler.evaluate import Evaluator, resolve_data
 from lqtheory.profiler.loading import Loaded, ProfileInputError, load_model
 from lqtheory.profiler.measure import CURVE_EPS, Settings, needed_terms, profiled_weights, unit_statistics
 from lqtheory.profiler.report import Profile
+from lqtheory.theory.approximation import best_s_term_error
+from lqtheory.theory.norms import gini_index, pq_index, si_implied_size, sparsity_index
 
 __all__ = ["profile", "budget_masks", "masked_weights"]
 
@@ -36,7 +36,7 @@ def _eps_label(e: float) -> str:
 
 def budget_masks(weights: dict[str, torch.Tensor], keep: torch.Tensor, mask=None) -> dict[str, torch.Tensor]:
     """Keep masks (name → bool, shaped like the profiled weights) that keep ``keep[u]`` largest-magnitude
-    entries of every unit ``u`` (unit_view order), via :func:`lqtheory.masks.magnitude_prune` per block."""
+    entries of every unit ``u`` (unit_view order), via :func:`lqtheory.engine.masks.magnitude_prune` per block."""
     view = unit_view(weights, "neuron", mask)
     d = view.alive_counts()
     parts = view.split_units(d - keep.to(d.device))
@@ -137,7 +137,7 @@ def _tables(label, weights, kinds, units, mask, s: Settings, curve_eps):
         summary[f"kept@{_eps_label(e)}"] = float(units.keep[i].sum()) / all_d
 
     # compressibility curve: kept fraction against ε, S1-predicted and actually needed, per layer and model
-    from lqtheory.approximation import required_terms
+    from lqtheory.theory.approximation import required_terms
 
     view = unit_view(weights, "neuron", mask)
     pred = torch.cat([required_terms(v, s.s1_q, list(curve_eps), mask=None if mask is None else m)
@@ -194,8 +194,8 @@ def _verify(loaded: Loaded, weights, units, transposed, evaluator: Evaluator, s:
 
 def _mlp_bound(loaded: Loaded, all_budgets, evaluator: Evaluator, s: Settings):
     """S4 for a plain ReLU MLP: the observed deviation and the oracle and lq bounds at each ε's budgets."""
-    from lqtheory.bounds import network_bound
-    from lqtheory.models import mlp_biases, mlp_weights
+    from lqtheory.engine.models import mlp_biases, mlp_weights
+    from lqtheory.theory.bounds import network_bound
 
     try:
         ws = [w.detach() for w in mlp_weights(loaded.model)]

@@ -78,7 +78,7 @@ def sample_images(n: int = 32, size: int = 224, seed: int = 0) -> torch.Tensor:
 
 def resolve_data(data, loaded: Loaded, n: int = 256) -> Batch | None:
     """The verification batch for ``loaded`` (see the module docstring); None when there is no data."""
-    from lqtheory.data import DATASETS, load_dataset
+    from lqtheory.engine.data import DATASETS, load_dataset
 
     if data is None and loaded.dataset is not None:
         data = loaded.dataset

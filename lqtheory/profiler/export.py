@@ -4,7 +4,7 @@ Whole neurons or filters can only go where a layer's *units* are compressible as
 the same question one level up: for every prunable layer, the vector of its units' ℓ1 norms is a weight
 vector like any other, and the layer keeps the fewest units that carry all but at most ``eps`` of its ℓ1
 mass (:func:`lqtheory.profiler.measure.needed_terms`, exact). S1's sufficient count
-(:func:`lqtheory.approximation.required_terms`) is reported beside it; on real weights it is usually
+(:func:`lqtheory.theory.approximation.required_terms`) is reported beside it; on real weights it is usually
 the whole layer, so it would export nothing. Torch-Pruning
 (``torch_pruning.pruner.MagnitudePruner``, ℓ1 group importance) removes the rest, together with every
 coupled layer (the next layer's inputs, BatchNorm channels, depthwise convolutions, residual adds).
@@ -22,8 +22,8 @@ import time
 import torch
 from torch import nn
 
-from lqtheory.approximation import required_terms
 from lqtheory.profiler.measure import needed_terms
+from lqtheory.theory.approximation import required_terms
 
 __all__ = ["export_structured"]
 

@@ -54,7 +54,7 @@ def _first_and_last(state: dict) -> tuple[torch.Tensor | None, torch.Tensor | No
 
 def build_arch(arch: str, state: dict | None = None, input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """An untrained module from an architecture name: ``torchvision:NAME``, a model of the registry
-    (:data:`lqtheory.models.MODELS`, e.g. ``mlp-128-1-2-relu``; input size and classes are read from
+    (:data:`lqtheory.engine.models.MODELS`, e.g. ``mlp-128-1-2-relu``; input size and classes are read from
     ``state``'s first and last weights, or ``input_shape``), or ``package.module:callable``."""
     if not isinstance(arch, str) or not arch.strip():
         _fail("--arch must be a non-empty name")
@@ -76,7 +76,7 @@ def build_arch(arch: str, state: dict | None = None, input_shape: tuple[int, ...
         if not isinstance(model, nn.Module):
             _fail(f"--arch {arch}: calling it gave a {type(model).__name__}, not an nn.Module")
         return model
-    from lqtheory.models import build_model
+    from lqtheory.engine.models import build_model
 
     first, last = _first_and_last(state or {})
     if input_shape is None:
@@ -152,9 +152,9 @@ def _load_file(path: Path, arch: str | None, input_shape) -> Loaded:
 
 
 def _load_run(path: Path) -> Loaded:
-    from lqtheory.data import load_dataset
-    from lqtheory.experiment import CorruptRunError, load_checkpoint, load_run
-    from lqtheory.models import build_model
+    from lqtheory.engine.data import load_dataset
+    from lqtheory.engine.models import build_model
+    from lqtheory.runs.experiment import CorruptRunError, load_checkpoint, load_run
 
     try:
         results = load_run(path)

@@ -5,11 +5,11 @@ included), a Conv output filter, a row of ``nn.MultiheadAttention.in_proj_weight
 parameter (embeddings, normalisation scales, biases, anything else) is listed as skipped, with the reason.
 
 All statistics come from the package's batched routines, run once per block of equal row width
-(:func:`lqtheory.masks.unit_view`), never per neuron: :func:`lqtheory.norms.pq_index`,
-:func:`~lqtheory.norms.sparsity_index`, :func:`~lqtheory.norms.teacher_sparsity_index`,
-:func:`~lqtheory.norms.gini_index`, :func:`~lqtheory.norms.si_implied_size` (the four norm-based ones
-at once through :func:`~lqtheory.norms.index_set`, which shares their norms),
-:func:`lqtheory.approximation.required_terms` (S1) and :func:`lqtheory.masks.sap_prune_counts`.
+(:func:`lqtheory.engine.masks.unit_view`), never per neuron: :func:`lqtheory.theory.norms.pq_index`,
+:func:`~lqtheory.theory.norms.sparsity_index`, :func:`~lqtheory.theory.norms.teacher_sparsity_index`,
+:func:`~lqtheory.theory.norms.gini_index`, :func:`~lqtheory.theory.norms.si_implied_size` (the four norm-based ones
+at once through :func:`~lqtheory.theory.norms.index_set`, which shares their norms),
+:func:`lqtheory.theory.approximation.required_terms` (S1) and :func:`lqtheory.engine.masks.sap_prune_counts`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lqtheory.approximation import required_terms
-from lqtheory.masks import sap_prune_counts, unit_view
-from lqtheory.norms import gini_index, index_set, sort_magnitudes
+from lqtheory.engine.masks import sap_prune_counts, unit_view
+from lqtheory.theory.approximation import required_terms
+from lqtheory.theory.norms import gini_index, index_set, sort_magnitudes
 
 __all__ = ["DEFAULT_EPS", "CURVE_EPS", "Settings", "Units", "profiled_weights", "unit_statistics", "needed_terms"]
 
@@ -151,8 +151,8 @@ def unit_statistics(weights: dict[str, torch.Tensor], settings: Settings | None 
 def needed_terms(w: torch.Tensor, eps, mask: torch.Tensor | None = None) -> torch.Tensor:
     """The smallest ``s`` with ``σ_s(w)_1 <= ε ||w||_1`` for every row and every ε: ``(len(eps), rows)``.
 
-    The exact count the S1 guarantee (:func:`lqtheory.approximation.required_terms`) upper-bounds, from
-    one stable sort of the magnitudes (:func:`lqtheory.norms.sort_magnitudes`): position ``k`` is needed
+    The exact count the S1 guarantee (:func:`lqtheory.theory.approximation.required_terms`) upper-bounds, from
+    one stable sort of the magnitudes (:func:`lqtheory.theory.norms.sort_magnitudes`): position ``k`` is needed
     while the mass after the top ``k`` still exceeds ``ε ||w||_1``."""
     mags = sort_magnitudes(w, -1, mask)[0].double()
     total = mags.sum(-1, keepdim=True)

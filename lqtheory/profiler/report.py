@@ -21,7 +21,7 @@ _MASKS_NOTE = (
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    from lqtheory.notebook import markdown_table
+    from lqtheory.workbench.session import markdown_table
 
     return markdown_table(df, floatfmt=floatfmt)
 
@@ -48,7 +48,7 @@ def _png(fig) -> str:
 
 
 def _write(path, text: str) -> None:
-    from lqtheory._io import atomic_open
+    from lqtheory.common.atomic import atomic_open
 
     with atomic_open(path) as fh:
         fh.write(text.encode("utf-8"))

@@ -14,11 +14,11 @@ iteration* compares models of different sizes. Here every run is instead read of
   rewind-and-retrain schedule with nothing pruned, ``method="control"``), so extra training can
   never pose as "pruning helps";
 * :func:`paired_differences` — method A minus method B, seed by seed (the same seed means the same
-  dense model, see :func:`lqtheory.experiment.dense_id`);
+  dense model, see :func:`lqtheory.runs.experiment.dense_id`);
 * :func:`summarize` / :func:`summarize_paired` — mean and 95% interval over seeds per group, through
-  :mod:`lqtheory.stats` (Student-t intervals of the mean over seeds).
+  :mod:`lqtheory.analysis.stats` (Student-t intervals of the mean over seeds).
 
-Frames are the tidy frames :func:`lqtheory.experiment.run_experiments` returns (one row per run and
+Frames are the tidy frames :func:`lqtheory.runs.experiment.run_experiments` returns (one row per run and
 iteration, with ``run_id``, ``method``, ``scope``, ``seed``, ``remaining_percent``, ...).
 
 Matching the control [derived]. Every iteration of a run rewinds to ``w_init`` and retrains ``epochs``
@@ -220,12 +220,12 @@ def _interval_row(interval) -> dict:
 
 def summarize(frame, by: str | Sequence[str], value: str = "accuracy", level: float = 0.95, min_n: int = 1):
     """Mean and ``level`` interval over seeds of ``value`` per group ``by`` (e.g. method, scope, fraction),
-    through :func:`lqtheory.stats.mean_interval`. NaNs (fractions a run did not reach) are dropped
+    through :func:`lqtheory.analysis.stats.mean_interval`. NaNs (fractions a run did not reach) are dropped
     first; groups with fewer than ``min_n`` values are left out. Columns: ``by``, ``mean``, ``lo``,
     ``hi``, ``n``."""
     import pandas as pd
 
-    from lqtheory.stats import mean_interval
+    from lqtheory.analysis.stats import mean_interval
 
     by = [by] if isinstance(by, str) else list(by)
     _require(frame, (*by, value))
@@ -241,11 +241,11 @@ def summarize(frame, by: str | Sequence[str], value: str = "accuracy", level: fl
 
 def summarize_paired(differences, by: str | Sequence[str] = "fraction", level: float = 0.95, min_n: int = 1):
     """Mean and ``level`` interval of the paired differences (output of :func:`paired_differences`) per
-    group ``by``, through :func:`lqtheory.stats.paired_interval`. Columns: ``by``, ``mean``, ``lo``,
+    group ``by``, through :func:`lqtheory.analysis.stats.paired_interval`. Columns: ``by``, ``mean``, ``lo``,
     ``hi``, ``n``."""
     import pandas as pd
 
-    from lqtheory.stats import paired_interval
+    from lqtheory.analysis.stats import paired_interval
 
     by = [by] if isinstance(by, str) else list(by)
     _require(differences, (*by, "a", "b"), "differences")
@@ -297,15 +297,15 @@ def standard_settings(profile: str) -> dict:
 
 def standard_config(profile: str, method: str, scope: str = "neuron", seed: int = 0, *, device: str = "auto",
                     **changes):
-    """The :class:`lqtheory.experiment.ExperimentConfig` of one run at ``profile``'s shared settings.
+    """The :class:`lqtheory.runs.experiment.ExperimentConfig` of one run at ``profile``'s shared settings.
 
     ``method``/``scope``/``seed`` as usual; ``changes`` override any field. Notebooks that build their
     configurations here share every run they have in common. SAP(0.5, 1) and SI-adaptive(q=0.5, c=1)
-    are the same rule (:class:`lqtheory.pruning.SIAdaptive` is SAP with ``(p, q) = (q_small, 1)``), but
+    are the same rule (:class:`lqtheory.engine.pruning.SIAdaptive` is SAP with ``(p, q) = (q_small, 1)``), but
     the method name is part of the run id: to share those runs, build both as
     ``standard_config(profile, "si-adaptive", scope, seed, p=0.5, q=1.0, gamma=1.0)`` (notebook 05 does).
     """
-    from lqtheory.experiment import ExperimentConfig
+    from lqtheory.runs.experiment import ExperimentConfig
 
     s = standard_settings(profile)
     fields = dict(dataset=s["dataset"], model=s["model"], method=method, scope=scope, seed=seed, lr=s["lr"],

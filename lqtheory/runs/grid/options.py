@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from lqtheory.sweep.executor import ENV_EXECUTOR, ENV_SCHEDULER, EXECUTORS
+from lqtheory.runs.grid.executor import ENV_EXECUTOR, ENV_SCHEDULER, EXECUTORS
 
 __all__ = ["add_executor_arguments"]
 
 
 def _positive_int(text: str) -> int:
-    from lqtheory.cli import _positive_int as parse  # the CLI's one parser of whole-number options
+    from lqtheory.cli.main import _positive_int as parse  # the CLI's one parser of whole-number options
 
     return parse(text)
 

@@ -4,7 +4,7 @@ Every row of every layer (the scalar output layer included) is ``w_{j,i} = c a_i
 ``a_i`` i.i.d. Normal, Student-t (``df``) or Cauchy, so ``Σ_i |w_{j,i}| = c`` for every row; biases are
 N(0, 1); inputs ``x ~ N(0, I_p)`` [paper: draft simulation section, E1]. Heavier tails concentrate a row's
 ℓ1 mass on few entries, i.e. make it softly sparser: a higher teacher sparsity index
-``TSI = ||w||_1 / ||w||_q`` (see :func:`lqtheory.norms.teacher_sparsity_index`).
+``TSI = ||w||_1 / ||w||_q`` (see :func:`lqtheory.theory.norms.teacher_sparsity_index`).
 
 Teachers are drawn on the CPU in float64 from a seeded ``torch.Generator`` and then moved to the
 requested device and dtype, so the same seed gives the same teacher on every device.
@@ -21,7 +21,7 @@ import scipy.special
 import torch
 from torch import nn
 
-from lqtheory.norms import teacher_sparsity_index
+from lqtheory.theory.norms import teacher_sparsity_index
 
 __all__ = [
     "DISTRIBUTIONS",

@@ -80,8 +80,8 @@ def dashboard_available() -> bool:
 
 
 #: Imported once by the fork server that starts (and restarts) local workers, instead of by each worker.
-FORKSERVER_PRELOAD = ("dask", "distributed", "numpy", "pandas", "torch", "sklearn.datasets", "lqtheory.experiment",
-                      "lqtheory.sweep.tasks")
+FORKSERVER_PRELOAD = ("dask", "distributed", "numpy", "pandas", "torch", "sklearn.datasets", "lqtheory.runs.experiment",
+                      "lqtheory.runs.grid.tasks")
 
 
 @contextlib.contextmanager
@@ -243,7 +243,7 @@ class SharedCluster:
     """
 
     def __init__(self, executor: str | None = None, scheduler=None, workers: int | None = None, gpus: int = 0):
-        from lqtheory.sweep.executor import resolve
+        from lqtheory.runs.grid.executor import resolve
 
         self.executor, self.scheduler, _ = resolve(executor, scheduler)
         if self.executor == "serial" and workers is not None:
@@ -263,7 +263,7 @@ class SharedCluster:
     def start(self) -> str:
         """Start (or connect to nothing: the address is only passed on) and export; returns one line
         saying what the notebooks will use."""
-        from lqtheory.sweep.executor import ENV_EXECUTOR, ENV_SCHEDULER
+        from lqtheory.runs.grid.executor import ENV_EXECUTOR, ENV_SCHEDULER
 
         if self.started:
             return ""

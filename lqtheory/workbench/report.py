@@ -12,7 +12,7 @@ for a local MathJax at build time (``$LQTHEORY_MATHJAX``, Debian's ``libjs-mathj
 the machine that built it; otherwise it loads MathJax 3 from a CDN. Either way the header says which,
 and without MathJax every formula stays readable as its TeX source (``$\\sigma_s(w)_1$``).
 
-``python -m lqtheory.report BUILD_DIR [--figures DIR] [--out FILE]`` builds a report from a folder of
+``python -m lqtheory.workbench.report BUILD_DIR [--figures DIR] [--out FILE]`` builds a report from a folder of
 executed notebooks by hand.
 """
 
@@ -189,7 +189,7 @@ def render_notebook(nb, prefix: str) -> tuple[str, list[tuple[int, str, str]], d
 
 
 def _verdict_class(verdict: str) -> str:
-    from lqtheory.notebook import verdict_class
+    from lqtheory.workbench.session import verdict_class
 
     return verdict_class(verdict)
 
@@ -206,7 +206,7 @@ def ledger_html(claims_dir: Path | None) -> tuple[str, int]:
             continue
         records.append((record.get("notebook", path.stem), record.get("claims", [])))
     rows = []
-    from lqtheory.notebook import format_measured, format_number
+    from lqtheory.workbench.session import format_measured, format_number
 
     for notebook, claims in records:
         for c in claims:
@@ -272,7 +272,7 @@ def _mathjax_tags(url: str) -> str:
 
 def executed_notebooks(build: Path, names: Sequence[str] | None = None) -> list[Path]:
     """The executed copies in ``build`` in run order (aggregators such as the ledger last)."""
-    from lqtheory.reproduce import is_aggregator
+    from lqtheory.workbench.reproduce import is_aggregator
 
     paths = sorted(p for p in build.glob("*.ipynb") if not p.name.startswith("."))
     if names is not None:
@@ -352,14 +352,14 @@ from the papers; [derived]: proved in this project), the measured evidence and t
 
 def default_report_path(profile: str, root: str | os.PathLike | None = None) -> Path:
     """``<repo>/build/report/<profile>/report.html`` (git-ignored, like the executed copies)."""
-    from lqtheory.notebook import repo_root
+    from lqtheory.workbench.session import repo_root
 
     base = Path(root) if root is not None else repo_root() / "build" / "report"
     return base / profile / "report.html"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lqtheory.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lqtheory.workbench.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("build", type=Path, help="folder of executed notebooks (build/notebooks/<profile>)")
     parser.add_argument("--figures", type=Path, default=None, help="the profile's figures folder (claims ledger)")
     parser.add_argument("--out", type=Path, default=None, help="default: <build>/report.html")

@@ -22,9 +22,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from lqtheory.claims import RegisteredClaim
-from lqtheory.notebook import read_claims
-from lqtheory.stats import Interval
+from lqtheory.analysis.stats import Interval
+from lqtheory.workbench.claims import RegisteredClaim
+from lqtheory.workbench.session import read_claims
 
 NOT_EVALUATED = "not evaluated"
 VERDICT_LABELS = ("holds", "VIOLATED", "supported", "contradicted", "contradicted (our conjecture)",

@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lqtheory.device import resolve_device
+from lqtheory.engine.device import resolve_device
 
 if TYPE_CHECKING:
-    from lqtheory.data import Dataset
+    from lqtheory.engine.data import Dataset
 
 __all__ = [
     "TrainConfig",
@@ -273,7 +273,7 @@ def _masked_parameters(
 
 
 def _prunable(model: nn.Module) -> list[nn.Parameter]:
-    from lqtheory.models import prunable_parameters
+    from lqtheory.engine.models import prunable_parameters
 
     return list(prunable_parameters(model).values())
 
@@ -298,9 +298,9 @@ def train(
     progress: bool | None = None,
     desc: str = "epochs",
 ) -> list[dict]:
-    """Train ``model`` in place on ``data`` (a :class:`lqtheory.data.Dataset`) and return the history.
+    """Train ``model`` in place on ``data`` (a :class:`lqtheory.engine.data.Dataset`) and return the history.
 
-    ``mask`` (a :class:`lqtheory.masks.Mask` or any mapping parameter name → bool tensor, True = alive)
+    ``mask`` (a :class:`lqtheory.engine.masks.Mask` or any mapping parameter name → bool tensor, True = alive)
     is applied to the weights before the first step and after every step, and the gradients of pruned
     entries are zeroed, so pruned weights stay exactly zero (module docstring). ``device`` defaults
     to the data's device; the model and the data are moved there. The global torch RNG is forked and

@@ -14,7 +14,7 @@ that compared outputs stay stable, and returns a :class:`Run` that saves byte-st
 and records claims in ``<figures dir>/claims/<notebook>.json``, the file the claims ledger and
 ``lqtheory reproduce`` read.
 
-Heavy libraries (torch, matplotlib, pandas, seaborn) are imported lazily, so ``lqtheory.reproduce`` can
+Heavy libraries (torch, matplotlib, pandas, seaborn) are imported lazily, so ``lqtheory.workbench.reproduce`` can
 use this module's constants and :func:`check_notebook` cheaply.
 """
 
@@ -34,7 +34,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from lqtheory._io import atomic_write_bytes
+from lqtheory.common.atomic import atomic_write_bytes
 
 KNOWN_PROFILES = ("ci", "default", "paper")
 COMMON_PARAMETERS = ("profile", "device", "seed")
@@ -65,7 +65,7 @@ _MACHINE_PATH_RE = re.compile(r"(?<![\w.])(/(home|tmp|work|Users|root|var|privat
 
 def repo_root() -> Path:
     """The repository root (the folder holding ``pyproject.toml``), else the current directory."""
-    here = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parents[2]
     return here if (here / "pyproject.toml").is_file() else Path.cwd()
 
 
@@ -499,7 +499,7 @@ class Run:
         self.figures_dir = figures
         self.claims_path = figures / "claims" / f"{notebook}.json"
         self._claims: dict[str, dict[str, Any]] = {}
-        self._registry = None  # loaded at the first claim (lqtheory.claims.load_registry)
+        self._registry = None  # loaded at the first claim (lqtheory.workbench.claims.load_registry)
         self._artifacts: list[str] = []
         self._write_record()
 
@@ -627,8 +627,7 @@ class Run:
     # -- claims ------------------------------------------------------------------------------
 
     def _registered(self, claim_id: str, kind: str):
-        from lqtheory import claims as registry_module
-
+        from lqtheory.workbench import claims as registry_module
         if self._registry is None:
             self._registry = registry_module.load_registry()
         claim = registry_module.lookup(self._registry, claim_id, self.notebook)
@@ -647,13 +646,13 @@ class Run:
         """Check the registered theorem ``claim_id`` and print its verdict line.
 
         The statement, provenance and kind come from the claims registry (``notebooks/claims.toml``,
-        :mod:`lqtheory.claims`); ``measured`` is the evidence (a short string, a number or a mapping;
+        :mod:`lqtheory.workbench.claims`); ``measured`` is the evidence (a short string, a number or a mapping;
         floats are printed with a decimal mark so nbval masks them) and ``holds`` a single bool:
         the notebook's check, tolerances included. A theorem that does not hold is recorded as
         "violated" and raises ``AssertionError`` (a violated theorem is a bug).
         Empirical claims are evaluated with :meth:`estimate`.
         """
-        from lqtheory.claims import format_evidence
+        from lqtheory.workbench.claims import format_evidence
 
         if legacy or (isinstance(holds, str) and isinstance(measured, str)):
             raise TypeError("run.claim(id, statement, provenance, measured, holds) is gone: statements live in "
@@ -683,15 +682,17 @@ class Run:
         """Decide the registered empirical claim ``claim_id`` from an interval; print and return the verdict.
 
         Give ``samples`` (one value of the registered metric per seed: a Student-t interval of their
-        mean, :func:`lqtheory.stats.mean_interval`) or ``interval`` (a :class:`lqtheory.stats.Interval`,
-        e.g. a paired or bootstrap interval). The verdict against the registered threshold and
-        direction is three-way (:func:`lqtheory.stats.three_way`): "supported", "contradicted" or
-        "inconclusive"; for an inconclusive one the record says how many samples would decide it
-        (:func:`lqtheory.stats.seeds_needed`). ``measured`` is extra evidence for the record and line.
+        mean, :func:`lqtheory.analysis.stats.mean_interval`) or ``interval`` (a
+        :class:`lqtheory.analysis.stats.Interval`, e.g. a paired or bootstrap interval). The verdict
+        against the registered threshold and direction is three-way
+        (:func:`lqtheory.analysis.stats.three_way`): "supported", "contradicted" or "inconclusive"; for an
+        inconclusive one the record says how many samples would decide it
+        (:func:`lqtheory.analysis.stats.seeds_needed`). ``measured`` is extra evidence for the record
+        and line.
         Never raises on a contradicted claim: that is a finding, not a bug.
         """
-        from lqtheory.claims import format_evidence
-        from lqtheory.stats import Interval, mean_interval, seeds_needed, three_way
+        from lqtheory.analysis.stats import Interval, mean_interval, seeds_needed, three_way
+        from lqtheory.workbench.claims import format_evidence
 
         claim = self._registered(claim_id, "empirical")
         if (samples is None) == (interval is None):
@@ -699,7 +700,7 @@ class Run:
         if interval is None:
             interval = mean_interval(samples)
         elif not isinstance(interval, Interval):
-            raise TypeError(f"interval must be a lqtheory.stats.Interval, got {type(interval).__name__}")
+            raise TypeError(f"interval must be a lqtheory.analysis.stats.Interval, got {type(interval).__name__}")
         verdict = three_way(interval, claim.threshold, claim.direction)
         needed = seeds_needed(interval, claim.threshold, interval.level) if verdict == "inconclusive" else None
         extra = format_evidence(measured)
@@ -770,7 +771,7 @@ def setup(notebook: str, namespace: Mapping[str, Any], profiles: Mapping[str, Ma
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     seed = int(seed)
-    from lqtheory.device import resolve_device, set_determinism
+    from lqtheory.engine.device import resolve_device, set_determinism
 
     device = resolve_device(namespace["device"])
 
@@ -965,7 +966,7 @@ def check_notebook(path: str | os.PathLike, committed: bool = True) -> list[str]
             problems.append(f"parameters cell: papermill cannot parse the line(s) assigning {', '.join(unparsed)}; "
                             "a line may contain only one '=' (none in comments or values)")
     if committed:
-        refresh = f"refresh it with: python -m lqtheory.reproduce --update-notebooks --only {stem}"
+        refresh = f"refresh it with: python -m lqtheory.workbench.reproduce --update-notebooks --only {stem}"
         if "papermill" in nb.metadata or any("papermill" in c.get("metadata", {}) for c in cells):
             problems.append(f"carries papermill metadata; {refresh}")
         for i, cell in enumerate(cells):
@@ -997,7 +998,7 @@ def percent_to_notebook(text: str):
     """A notebook from a ``py:percent`` script: ``# %%`` starts a code cell, ``# %% [markdown]`` a
     markdown cell (its lines written as ``# text``), ``# %% tags=["parameters"]`` tags a cell.
     The kernelspec is ``python3``. Outputs are empty: execute it with
-    ``python -m lqtheory.reproduce --update-notebooks --only <name>``.
+    ``python -m lqtheory.workbench.reproduce --update-notebooks --only <name>``.
     """
     import nbformat
 

@@ -6,7 +6,7 @@ once ``s >= (||w||_q / (ε ||w||_1))^(q/(1-q))``. S3: keeping the few large entr
 m terms from the rest with probabilities ``|w_i|/D`` gives an unbiased approximation with fewer than 2m
 terms and RMS error ``<= C ||w||_q m^(1/2 - 1/q)`` [paper: Gao-Ing-Yang Thm 2; construction derived].
 
-Same conventions as :mod:`lqtheory.norms`: any shape, reduce over ``dim``, optional boolean ``mask``
+Same conventions as :mod:`lqtheory.theory.norms`: any shape, reduce over ``dim``, optional boolean ``mask``
 (True = alive; masked entries are never kept, never sampled and come out as 0), no Python loops over
 units, any device. Ties between equal magnitudes go to the lower index on every device.
 """
@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 import torch
 
-from lqtheory._checks import check_dim, check_exponent, check_mask, check_tensor
-from lqtheory.masks import magnitude_prune
-from lqtheory.norms import (
+from lqtheory.common.checks import check_dim, check_exponent, check_mask, check_tensor
+from lqtheory.engine.masks import magnitude_prune
+from lqtheory.theory.norms import (
     _MAX_EXPONENT,
     _as_per_unit,
     _in_float32_for_half,
@@ -72,7 +72,7 @@ def best_s_term(
     ``s`` is an int or a per-unit integer tensor broadcastable to the reduced shape; it is clipped to the
     unit's alive count ``d`` (so ``s >= d`` keeps every alive entry); negative ``s`` is a ValueError.
     Ties between equal magnitudes go to the lower index, identically on CPU and CUDA (the selection of
-    :func:`lqtheory.masks.magnitude_prune`, removing the ``d - s`` smallest). Returns ``(w_s, keep)`` with
+    :func:`lqtheory.engine.masks.magnitude_prune`, removing the ``d - s`` smallest). Returns ``(w_s, keep)`` with
     ``w``'s shape: ``keep`` is a boolean tensor with exactly ``min(s, d)`` True entries per unit (kept
     zeros count), masked entries never kept.
     """

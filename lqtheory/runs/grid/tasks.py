@@ -41,12 +41,12 @@ def _single_threaded(threads: int) -> None:
 def dense_task(config, out: str, threads: int) -> str:
     """Train (or find) the dense model of ``config``; returns the artifact's folder. ``ensure_dense``
     trains under the artifact's store claim, so concurrent grids sharing the store never train it twice."""
-    from lqtheory.sweep.graph import dense_stage
+    from lqtheory.runs.grid.graph import dense_stage
 
     _single_threaded(threads)
     stage = dense_stage()
     if stage is None:
-        raise RuntimeError("lqtheory.experiment has no dense stage (dense_id/ensure_dense)")
+        raise RuntimeError("lqtheory.runs.experiment has no dense stage (dense_id/ensure_dense)")
     _, ensure_dense = stage
     try:
         return str(ensure_dense(config, out))
@@ -56,10 +56,9 @@ def dense_task(config, out: str, threads: int) -> str:
 
 def run_task(config, out: str, threads: int, dense: str | None = None):
     """Run (or resume, or load) ``config`` into the store ``out``; returns the run's records as the
-    DataFrame :meth:`lqtheory.experiment.Results.frame` gives. ``dense`` (the dense task's result)
+    DataFrame :meth:`lqtheory.runs.experiment.Results.frame` gives. ``dense`` (the dense task's result)
     only orders this task after its dense stage."""
-    from lqtheory import experiment
-
+    from lqtheory.runs import experiment
     _single_threaded(threads)
     try:
         return experiment.run_experiment(config, out, progress=False, threads=threads).frame()

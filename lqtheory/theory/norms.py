@@ -21,7 +21,7 @@ import threading
 
 import torch
 
-from lqtheory._checks import (
+from lqtheory.common.checks import (
     check_dim,
     check_exponent,
     check_mask,

@@ -30,8 +30,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lqtheory.lasso import _few_threads, lasso_gram, refit_least_squares_gram
-from lqtheory.teacher import Teacher, relu_mlp_module
+from lqtheory.theory.lasso import _few_threads, lasso_gram, refit_least_squares_gram
+from lqtheory.theory.teacher import Teacher, relu_mlp_module
 
 __all__ = [
     "Student",

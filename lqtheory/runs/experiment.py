@@ -29,7 +29,7 @@ machine without GPU name the same run. The folder holds:
   weights, the mask, the records. It is the commit point of an iteration. Per-iteration seeds are
   derived from ``(seed, t)`` (not drawn from one running stream), so no RNG state needs saving and a
   resumed run is bit-identical to an uninterrupted one on the same device;
-* ``mask_<t>.pt`` — the mask after iteration ``t`` (:meth:`lqtheory.masks.Mask.save` format);
+* ``mask_<t>.pt`` — the mask after iteration ``t`` (:meth:`lqtheory.engine.masks.Mask.save` format);
 * ``results.json`` — the records, the metadata and the SHA-256 of every mask file. Standard JSON:
   a compression ratio or speed-up that is infinite (nothing remains) is written as ``null`` and read
   back as ``inf``; any other non-finite number is written as ``null`` (read back as ``None``).
@@ -40,14 +40,14 @@ the dense artifact records it too. Reloading or resuming a run, or reusing a den
 whose fingerprint differs raises :class:`DataMismatchError` naming both fingerprints.
 
 The control (``method="control"``) runs the same schedule with nothing pruned; see
-:mod:`lqtheory.comparison` for effects against it and matched-fraction comparisons.
+:mod:`lqtheory.analysis.comparison` for effects against it and matched-fraction comparisons.
 
 Every file is written atomically (temporary file + ``os.replace``). ``checkpoint.pt`` and
 ``results.json`` carry a SHA-256 of their content and the mask files' digests are listed in both, so a
 corrupt, truncated or foreign file raises :class:`CorruptRunError` naming it; it is never silently
 read or silently recomputed. Loading a finished run checks every file (:func:`verify_run`), and the
 temporary files left by a killed write are removed when the run is resumed. A run is computed under the
-folder's claim (:mod:`lqtheory.store`, the lock file ``.claim``): a second process asking for the same run
+folder's claim (:mod:`lqtheory.runs.lease`, the lock file ``.claim``): a second process asking for the same run
 waits for it and loads or resumes it, and the claim of a process that died is taken over.
 """
 
@@ -70,10 +70,10 @@ from typing import Any
 
 import torch
 
-from lqtheory._io import atomic_write_bytes
-from lqtheory.device import resolve_device
-from lqtheory.masks import SCOPES, Mask
-from lqtheory.training import Callback, TrainConfig, evaluate, progress_enabled, train
+from lqtheory.common.atomic import atomic_write_bytes
+from lqtheory.engine.device import resolve_device
+from lqtheory.engine.masks import SCOPES, Mask
+from lqtheory.engine.training import Callback, TrainConfig, evaluate, progress_enabled, train
 
 __all__ = [
     "COLUMNS",
@@ -138,7 +138,7 @@ class DataMismatchError(CorruptRunError):
 
 
 def _canonical_dataset(name: str) -> str:
-    from lqtheory.data import DATASETS, _canonical
+    from lqtheory.engine.data import DATASETS, _canonical
 
     key = _canonical(name)
     if key not in DATASETS:
@@ -147,7 +147,7 @@ def _canonical_dataset(name: str) -> str:
 
 
 def _canonical_model(name: str) -> str:
-    from lqtheory.models import MODEL_PATTERNS, MODELS
+    from lqtheory.engine.models import MODEL_PATTERNS, MODELS
 
     if not isinstance(name, str):
         raise TypeError(f"model must be a string, got {type(name).__name__}")
@@ -170,9 +170,9 @@ def _int_field(value, name: str, low: int | None = None) -> int:
 class ExperimentConfig:
     """All hyper-parameters of one prune → rewind → retrain run, validated on construction.
 
-    Pruning (see :class:`lqtheory.pruning.PruneConfig`): ``method``, ``scope``, ``p``, ``q``, ``eta``,
+    Pruning (see :class:`lqtheory.engine.pruning.PruneConfig`): ``method``, ``scope``, ``p``, ``q``, ``eta``,
     ``gamma``, ``beta``, ``rate``. Schedule: ``iterations`` T (pruning steps after the dense run) and
-    ``epochs`` E per iteration. Training (see :class:`lqtheory.training.TrainConfig`): ``lr``,
+    ``epochs`` E per iteration. Training (see :class:`lqtheory.engine.training.TrainConfig`): ``lr``,
     ``momentum``, ``nesterov``, ``weight_decay``, ``schedule``, ``grad_clip``, ``batch_size``,
     ``l1_penalty``. Data: ``n_train``/``n_test`` keep a class-balanced subset chosen by ``data_seed``
     (the data are part of the problem, so they do not vary with ``seed``). ``seed`` drives the
@@ -247,7 +247,7 @@ class ExperimentConfig:
             set_(name, float(getattr(train_cfg, name)))
         if self.grad_clip is not None:
             set_("grad_clip", float(self.grad_clip))
-        from lqtheory._checks import check_exponent
+        from lqtheory.common.checks import check_exponent
 
         set_("stat_p", check_exponent(self.stat_p, "stat_p", high=1e6))
         set_("stat_q", check_exponent(self.stat_q, "stat_q", high=1e6))
@@ -257,8 +257,8 @@ class ExperimentConfig:
 
     # Derived configurations ------------------------------------------------------------------------
     def prune_config(self):
-        """The :class:`lqtheory.pruning.PruneConfig` of this run."""
-        from lqtheory.pruning import PruneConfig
+        """The :class:`lqtheory.engine.pruning.PruneConfig` of this run."""
+        from lqtheory.engine.pruning import PruneConfig
 
         return PruneConfig(
             self.method, scope=self.scope, p=self.p, q=self.q, eta=self.eta, gamma=self.gamma, beta=self.beta,
@@ -271,11 +271,11 @@ class ExperimentConfig:
         return self.epochs if self.dense_epochs is None else self.dense_epochs
 
     def dense_train_config(self) -> TrainConfig:
-        """The :class:`lqtheory.training.TrainConfig` of the dense training (``resolved_dense_epochs``)."""
+        """The :class:`lqtheory.engine.training.TrainConfig` of the dense training (``resolved_dense_epochs``)."""
         return dataclasses.replace(self.train_config(), epochs=self.resolved_dense_epochs)
 
     def train_config(self) -> TrainConfig:
-        """The :class:`lqtheory.training.TrainConfig` of every iteration's retraining (``epochs``)."""
+        """The :class:`lqtheory.engine.training.TrainConfig` of every iteration's retraining (``epochs``)."""
         return TrainConfig(
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
             nesterov=self.nesterov, weight_decay=self.weight_decay, schedule=self.schedule,
@@ -423,7 +423,7 @@ def _read_checked_json(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise CorruptRunError(f"{path} is not readable JSON (corrupt or truncated): {err}") from err
     if not isinstance(body, dict) or "sha256" not in body:
-        raise CorruptRunError(f"{path} has no checksum: not written by lqtheory.experiment")
+        raise CorruptRunError(f"{path} has no checksum: not written by lqtheory.runs.experiment")
     digest = body.pop("sha256")
     if _sha256(_canonical_json(body).encode()) != digest:
         raise CorruptRunError(f"{path} does not match its checksum: the file was modified or damaged")
@@ -623,14 +623,14 @@ def load_results(run_dir: str | os.PathLike):
 
 @functools.lru_cache(maxsize=2)
 def _full_dataset(name: str):
-    from lqtheory.data import load_dataset
+    from lqtheory.engine.data import load_dataset
 
     return load_dataset(name, device="cpu")
 
 
 def data_fingerprint(data) -> str:
     """SHA-256 (hex) of the tensors a run trains and tests on: ``x_train``, ``y_train``, ``x_test``,
-    ``y_test`` of a :class:`lqtheory.data.Dataset` (after subsetting), each with its name, dtype and shape.
+    ``y_test`` of a :class:`lqtheory.engine.data.Dataset` (after subsetting), each with its name, dtype and shape.
 
     It identifies the data by content, not by path: the same IDX files read from another folder give
     the same fingerprint, other files (or another split) give another. Computed on CPU copies, so it
@@ -704,7 +704,7 @@ def _dense_dir(config: ExperimentConfig, out) -> Path:
 
 
 def _build_model(config: ExperimentConfig, data, device: torch.device):
-    from lqtheory.models import build_model
+    from lqtheory.engine.models import build_model
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(derive_seed(config.seed, "init"))
@@ -754,7 +754,7 @@ def ensure_dense(
     ``derive_seed(seed, 0, "train")``, exactly what ``t = 0`` of a run did before the dense stage was
     separate, so with ``dense_epochs=None`` old runs keep their numbers. It is trained into a temporary
     folder and moved into place with one ``os.rename`` (atomic), so a crash leaves no partial artifact.
-    Training holds the artifact's claim (``<out>/dense/.<dense_id>.claim``, :mod:`lqtheory.store`): a
+    Training holds the artifact's claim (``<out>/dense/.<dense_id>.claim``, :mod:`lqtheory.runs.lease`): a
     concurrent caller waits for it, then loads the finished model instead of training it again. An existing
     artifact is verified (checksums, data fingerprint) and used, never retrained; a corrupt one raises
     :class:`CorruptRunError`. ``callbacks`` see the dense training when this call performs it.
@@ -770,7 +770,7 @@ def ensure_dense(
     if final.exists():
         load_dense(final, fingerprint=fingerprint)
         return final
-    from lqtheory.store import claim
+    from lqtheory.runs.lease import claim
 
     final.parent.mkdir(parents=True, exist_ok=True)
     # One trainer per artifact: a concurrent caller waits for the claim, then finds the folder and loads it.
@@ -840,7 +840,7 @@ def _to_device(state: dict[str, torch.Tensor], device: torch.device) -> dict[str
 
 
 def _statistics(weights: dict[str, torch.Tensor], mask: Mask, config: ExperimentConfig, prefix: str):
-    from lqtheory.pruning import unit_statistics
+    from lqtheory.engine.pruning import unit_statistics
 
     flat: dict[str, float] = {}
     layers: dict[str, dict[str, float]] = {name: {} for name in mask}
@@ -885,7 +885,7 @@ class _Run:
     """State of a run in progress; one method per step of the loop."""
 
     def __init__(self, config: ExperimentConfig, run_dir: Path, device: torch.device, out: Path):
-        from lqtheory.models import count_multiply_adds, prunable_parameters
+        from lqtheory.engine.models import count_multiply_adds, prunable_parameters
 
         self.config = config
         self.run_dir = run_dir
@@ -978,7 +978,7 @@ class _Run:
             pruned_acc = pruned_loss = None
             pruned_flat, pruned_layers = _empty_statistics(self.mask, "pruned_")
         else:
-            from lqtheory.pruning import prune_step
+            from lqtheory.engine.pruning import prune_step
 
             latest_w = {n: self.latest[n] for n in self.mask}
             dense_w = {n: self.dense[n] for n in self.mask}
@@ -1087,7 +1087,7 @@ def run_experiment(
     resumes after its last committed iteration and gives exactly the records and masks an
     uninterrupted run gives on the same device (``wall_time`` aside). A corrupt or inconsistent file
     in the folder raises :class:`CorruptRunError`. ``progress``: tqdm bars over iterations and
-    epochs (default: only when interactive, see :func:`lqtheory.training.progress_enabled`).
+    epochs (default: only when interactive, see :func:`lqtheory.engine.training.progress_enabled`).
     ``verbose`` prints one line per finished iteration to stdout and ``on_record(record)`` is called
     with each newly committed record (the CLI prints its table with it); ``on_restore(records, complete)``
     is called once, before any new iteration, with the records already committed in the folder (a finished
@@ -1107,9 +1107,9 @@ def run_experiment(
     finished = _load_finished(config, run_dir, device, on_restore)
     if finished is not None:
         return finished
-    # Compute under the run folder's claim (lqtheory.store): a second process asking for this run waits,
+    # Compute under the run folder's claim (lqtheory.runs.lease): a second process asking for this run waits,
     # then loads or resumes it; a claim whose owner died is taken over.
-    from lqtheory.store import claim_run
+    from lqtheory.runs.lease import claim_run
 
     with claim_run(run_dir) as claim:
         return _run_claimed(config, out, claim, progress=progress, callbacks=callbacks, verbose=verbose,
@@ -1220,7 +1220,7 @@ def run_experiments(
     (:meth:`Results.frame` rows with the run id and main settings as columns, in the order given).
     Duplicate configurations run once. A tqdm bar over the runs is shown when interactive.
 
-    Delegates to :func:`lqtheory.sweep.run_grid` (see there for ``executor``, ``scheduler``,
+    Delegates to :func:`lqtheory.runs.grid.run_grid` (see there for ``executor``, ``scheduler``,
     ``workers``, ``threads``). What differs is the default executor: the grid goes to Dask when a
     scheduler is known (``scheduler``, or ``$LQTHEORY_SCHEDULER``, which ``lqtheory reproduce`` sets
     for its notebooks) or Dask is asked for (``executor="dask"``, ``$LQTHEORY_EXECUTOR=dask``, or
@@ -1228,7 +1228,7 @@ def run_experiments(
     its own (Jupyter, nbval) never starts a cluster of its own. Results are identical either way (with
     the same ``threads``).
     """
-    from lqtheory.sweep import resolve, run_grid
+    from lqtheory.runs.grid import resolve, run_grid
 
     executor, scheduler, _ = resolve(executor, scheduler, default="dask" if workers is not None else "serial")
     return run_grid(configs, out, executor=executor, scheduler=scheduler if executor == "dask" else None,

@@ -79,7 +79,7 @@ def _check_count(value, name: str, allow_none: bool = True) -> None:
 
 def _finished(config, out) -> bool:
     """The run's results.json says complete (a cheap look; run_experiment verifies when it loads)."""
-    from lqtheory.experiment import CorruptRunError, load_run
+    from lqtheory.runs.experiment import CorruptRunError, load_run
 
     try:
         return load_run(config.run_dir(out)).complete
@@ -91,12 +91,12 @@ def run_grid(configs, out: str | os.PathLike = "runs", *, executor: str | None =
              workers: int | None = None, threads: int | None = 1, progress: bool | None = None):
     """Run (or resume, or load) every configuration of a grid; return all records as one DataFrame.
 
-    The frame is the one :func:`lqtheory.experiment.run_experiments` has always returned: the
-    :meth:`~lqtheory.experiment.Results.frame` of each distinct configuration, concatenated in the
+    The frame is the one :func:`lqtheory.runs.experiment.run_experiments` has always returned: the
+    :meth:`~lqtheory.runs.experiment.Results.frame` of each distinct configuration, concatenated in the
     order given (duplicates run once). Runs live in ``<out>/<run_id>/`` as with ``run_experiment``.
 
     ``executor``: ``"dask"`` (the default) sends one task per run, and one task per distinct dense
-    model the runs start from (their dependency, when :mod:`lqtheory.experiment` has a dense stage),
+    model the runs start from (their dependency, when :mod:`lqtheory.runs.experiment` has a dense stage),
     to a Dask cluster; ``"serial"`` runs them one after another in this process (today's loop, for
     debugging: the first error is raised as is). Without an argument, ``$LQTHEORY_EXECUTOR`` decides.
 
@@ -120,7 +120,7 @@ def run_grid(configs, out: str | os.PathLike = "runs", *, executor: str | None =
     the end. A worker that dies mid-run is replaced: Dask retries its task, which takes over the dead
     worker's claim on the run folder and resumes from the last checkpoint.
     """
-    from lqtheory.experiment import ExperimentConfig
+    from lqtheory.runs.experiment import ExperimentConfig
 
     if isinstance(configs, ExperimentConfig | str | bytes):
         raise TypeError(f"configs must be a sequence of ExperimentConfig, got {type(configs).__name__}")
@@ -148,7 +148,7 @@ def _concat(frames):
 
 
 def _bar(total: int, progress: bool | None, desc: str):
-    from lqtheory.training import progress_enabled
+    from lqtheory.engine.training import progress_enabled
 
     if not progress_enabled(progress):
         return None
@@ -159,8 +159,8 @@ def _bar(total: int, progress: bool | None, desc: str):
 
 def _serial(configs, out, *, threads, progress):
     """Today's loop: one run after another in this process."""
-    from lqtheory import experiment
-    from lqtheory.training import progress_enabled
+    from lqtheory.engine.training import progress_enabled
+    from lqtheory.runs import experiment
 
     show = progress_enabled(progress)
     bar = _bar(len(configs), progress, "runs")
@@ -182,14 +182,14 @@ def _gpus_for(configs, scheduler) -> int:
         return 0
     if not any(cfg.device_type() == "cuda" for cfg in configs):
         return 0
-    from lqtheory.sweep.cluster import gpu_count
+    from lqtheory.runs.grid.cluster import gpu_count
 
     return gpu_count()
 
 
 def _dask(configs, out, *, scheduler, workers, threads, progress, explicit):
-    from lqtheory import experiment
-    from lqtheory.sweep.graph import plan_grid
+    from lqtheory.runs import experiment
+    from lqtheory.runs.grid.graph import plan_grid
 
     out_abs = str(Path(out).expanduser().resolve())
     plan = plan_grid(configs, out_abs)
@@ -213,7 +213,7 @@ def _dask(configs, out, *, scheduler, workers, threads, progress, explicit):
     elif pending:
         n_workers = workers if workers is not None else None
         if scheduler is None and n_workers is None:
-            from lqtheory.sweep.cluster import default_workers
+            from lqtheory.runs.grid.cluster import default_workers
 
             n_workers = min(default_workers(), len(pending))
         gpus = _gpus_for([t.config for t in pending], scheduler)
@@ -230,7 +230,7 @@ def _report(failure: RunFailure) -> None:
 
 
 def _failure(task, future) -> RunFailure:
-    from lqtheory.sweep.tasks import TaskError
+    from lqtheory.runs.grid.tasks import TaskError
 
     if future.status == "error":
         err = future.exception()
@@ -246,8 +246,8 @@ def _submit(plan, pending, out, *, scheduler, workers, gpus, threads, progress, 
     """Send the pending runs and the dense tasks they need; collect frames and failures."""
     from distributed import as_completed
 
-    from lqtheory.sweep.cluster import connect
-    from lqtheory.sweep.tasks import dense_task, run_task
+    from lqtheory.runs.grid.cluster import connect
+    from lqtheory.runs.grid.tasks import dense_task, run_task
 
     needed = {t.dense for t in pending if t.dense is not None}
     failures: list[RunFailure] = []

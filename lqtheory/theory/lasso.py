@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lqtheory._checks import check_tensor
+from lqtheory.common.checks import check_tensor
 
 __all__ = [
     "LassoResult",

@@ -1,5 +1,5 @@
 """The ``lqtheory`` command: ``lqtheory prune ...`` (one prune → rewind → retrain run) and
-``lqtheory reproduce ...`` (execute the notebooks; see :mod:`lqtheory.reproduce`).
+``lqtheory reproduce ...`` (execute the notebooks; see :mod:`lqtheory.workbench.reproduce`).
 
 ``lqtheory prune`` validates every option before anything runs (unknown data set, model, method or
 scope, ``p >= q``, negative counts, a device that is not present: exit code 2 with a message), runs
@@ -91,11 +91,11 @@ def _positive_int(text: str) -> int:
 
 
 def _add_prune_arguments(parser: argparse.ArgumentParser) -> None:
-    from lqtheory.data import DATASETS
-    from lqtheory.masks import SCOPES
-    from lqtheory.models import MODEL_PATTERNS, MODELS
-    from lqtheory.pruning import METHODS
-    from lqtheory.training import SCHEDULES
+    from lqtheory.engine.data import DATASETS
+    from lqtheory.engine.masks import SCOPES
+    from lqtheory.engine.models import MODEL_PATTERNS, MODELS
+    from lqtheory.engine.pruning import METHODS
+    from lqtheory.engine.training import SCHEDULES
 
     models = ", ".join([*sorted(MODELS), *(p.form for p in MODEL_PATTERNS)])
     what = parser.add_argument_group("what to run")
@@ -146,7 +146,7 @@ def _add_prune_arguments(parser: argparse.ArgumentParser) -> None:
                       help="always show progress bars (default: only on a terminal)")
     data.add_argument("--no-progress", dest="progress", action="store_false",
                       help="never show progress bars (default: see --progress)")
-    from lqtheory.sweep.options import add_executor_arguments
+    from lqtheory.runs.grid.options import add_executor_arguments
 
     add_executor_arguments(
         parser.add_argument_group("where to run (Dask; README: Running a grid on a cluster)"),
@@ -195,8 +195,8 @@ def _build() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
 def _config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
     """Build and validate the :class:`ExperimentConfig`; every problem is a usage error (exit 2)."""
-    from lqtheory.device import resolve_device
-    from lqtheory.experiment import ExperimentConfig
+    from lqtheory.engine.device import resolve_device
+    from lqtheory.runs.experiment import ExperimentConfig
 
     if not args.p < args.q:
         parser.error(f"--p must be smaller than --q (0 < p < q), got p={args.p:g}, q={args.q:g}")
@@ -235,10 +235,10 @@ def _check_out(out_arg: str, parser: argparse.ArgumentParser) -> None:
 
 
 def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -> int:
-    from lqtheory.data import DataNotFoundError, dataset_task
-    from lqtheory.experiment import CorruptRunError
-    from lqtheory.sweep import GridError
-    from lqtheory.training import TrainingDivergedError
+    from lqtheory.engine.data import DataNotFoundError, dataset_task
+    from lqtheory.engine.training import TrainingDivergedError
+    from lqtheory.runs.experiment import CorruptRunError
+    from lqtheory.runs.grid import GridError
 
     config = _config_from_args(args, parser)
     _check_out(args.out, parser)
@@ -312,9 +312,9 @@ def _compute(config, args: argparse.Namespace, on_record, on_restore=None):
     --executor dask / --workers ask for it; rows are printed as the run folder records them."""
     import threading
 
-    from lqtheory import store
-    from lqtheory.experiment import load_run, run_experiment
-    from lqtheory.sweep import resolve, run_grid
+    from lqtheory.runs import lease as store
+    from lqtheory.runs.experiment import load_run, run_experiment
+    from lqtheory.runs.grid import resolve, run_grid
 
     executor, scheduler, _ = resolve(args.executor, args.scheduler,
                                      default="dask" if args.workers is not None else "serial")

@@ -19,7 +19,7 @@ name               input_shape     train / test   preprocessing
 =================  ==============  =============  =================================================
 
 ``teacher-normal``, ``teacher-student-t`` and ``teacher-cauchy`` are the synthetic regression data of
-E1 (THEORY.md): a fixed ``lqtheory.teacher.make_teacher`` network (depth 5, width 100, c = 10, rows of
+E1 (THEORY.md): a fixed ``lqtheory.theory.teacher.make_teacher`` network (depth 5, width 100, c = 10, rows of
 that distribution, seed 0) and its noiseless outputs on standard normal inputs drawn from fixed seeds,
 standardised with the train split's mean and std (the raw output scale differs ~400x between the
 Normal and the Cauchy teacher; with c = 1 the outputs are nearly constant: std ~1e-6 at depth 5).
@@ -62,8 +62,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lqtheory._io import atomic_open
-from lqtheory.device import resolve_device
+from lqtheory.common.atomic import atomic_open
+from lqtheory.engine.device import resolve_device
 
 __all__ = [
     "DATASETS",
@@ -382,7 +382,7 @@ def data_dir() -> Path:
     env = os.environ.get("LQTHEORY_DATA")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "data"
+    return Path(__file__).resolve().parents[2] / "data"
 
 
 _IDX_STEMS = {
@@ -753,7 +753,7 @@ _TEACHER_SEEDS = {"teacher": 0, "train": 1, "test": 2}  # fixed: the data set, n
 
 
 def _load_teacher(distribution: str) -> Dataset:
-    from lqtheory.teacher import make_teacher, sample_teacher_data
+    from lqtheory.theory.teacher import make_teacher, sample_teacher_data
 
     spec = TEACHER_DATA
     teacher = make_teacher(
@@ -771,12 +771,12 @@ def _load_teacher(distribution: str) -> Dataset:
         num_classes=1,
         input_shape=(spec["input_dim"],),
         task="regression",
-        source=f"lqtheory.teacher.make_teacher({distribution!r}, seed={_TEACHER_SEEDS['teacher']}), generated",
+        source=f"lqtheory.theory.teacher.make_teacher({distribution!r}, seed={_TEACHER_SEEDS['teacher']}), generated",
         preprocessing=f"x as drawn; y standardised with the train split's mean {mean:.6g} and std {std:.6g}",
     )
 
 
-_TEACHER_DISTRIBUTIONS = ("normal", "student-t", "cauchy")  # lqtheory.teacher.DISTRIBUTIONS (checked in tests)
+_TEACHER_DISTRIBUTIONS = ("normal", "student-t", "cauchy")  # lqtheory.theory.teacher.DISTRIBUTIONS (checked in tests)
 for _distribution in _TEACHER_DISTRIBUTIONS:
     _register(f"teacher-{_distribution}")(
         lambda root=None, download=True, _d=_distribution: _load_teacher(_d)  # noqa: ARG005 (generated: no files)

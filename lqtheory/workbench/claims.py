@@ -18,7 +18,7 @@
 Empirical claims need ``metric``, ``threshold``, ``direction`` and a one-line ``rationale`` for the
 threshold; theorems have none of them. Ids are unique, and ``notebook`` must name a notebook next to
 the registry file. Notebooks evaluate registered claims only (``run.claim`` / ``run.estimate`` in
-:mod:`lqtheory.notebook`), so changing a threshold is a visible diff of this one file.
+:mod:`lqtheory.workbench.session`), so changing a threshold is a visible diff of this one file.
 
 The registry used by a notebook run is ``$LQTHEORY_CLAIMS`` when set, else
 ``<repo>/notebooks/claims.toml``.
@@ -88,7 +88,7 @@ def default_registry_path() -> Path:
     env = os.environ.get(ENV_CLAIMS)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "notebooks" / "claims.toml"
+    return Path(__file__).resolve().parents[2] / "notebooks" / "claims.toml"
 
 
 def _known_notebooks(path: Path) -> set[str]:

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lqtheory._checks import (
+from lqtheory.common.atomic import atomic_open
+from lqtheory.common.checks import (
     check_dim,
     check_exponent,
     check_mask,
@@ -37,8 +38,7 @@ from lqtheory._checks import (
     check_tensor,
     check_unit_counts,
 )
-from lqtheory._io import atomic_open
-from lqtheory.norms import _MAX_EXPONENT, _as_per_unit, count_true, retained_count_bound
+from lqtheory.theory.norms import _MAX_EXPONENT, _as_per_unit, count_true, retained_count_bound
 
 __all__ = [
     "Mask",

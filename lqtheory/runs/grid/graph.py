@@ -1,5 +1,5 @@
 """The task graph of a grid: one task per distinct run, and one dense-training task per distinct dense
-model that the runs start from (when :mod:`lqtheory.experiment` has ``dense_id``/``ensure_dense``).
+model that the runs start from (when :mod:`lqtheory.runs.experiment` has ``dense_id``/``ensure_dense``).
 
 Pure bookkeeping, no Dask: :func:`plan_grid` is what the executor submits, and what the tests check.
 Task keys name the run (or dense) id and the run store, so two clients that submit the same run into
@@ -56,9 +56,8 @@ def store_tag(out: str | os.PathLike) -> str:
 
 
 def dense_stage() -> tuple[Callable, Callable] | None:
-    """``(dense_id, ensure_dense)`` from :mod:`lqtheory.experiment` when it has them, else None."""
-    from lqtheory import experiment
-
+    """``(dense_id, ensure_dense)`` from :mod:`lqtheory.runs.experiment` when it has them, else None."""
+    from lqtheory.runs import experiment
     dense_id, ensure_dense = getattr(experiment, "dense_id", None), getattr(experiment, "ensure_dense", None)
     return (dense_id, ensure_dense) if callable(dense_id) and callable(ensure_dense) else None
 

@@ -5,11 +5,11 @@ Two levels, as in ``torch.nn.utils.prune``: small lower-case functions for users
 :func:`si_adaptive`, :func:`one_shot`, :func:`lottery_ticket`, :func:`random_prune`,
 :func:`bound_optimal`), and one class per method in the registry :data:`METHODS` holding its rule. The
 machinery is written once in :class:`PruningMethod`: view the weights at the scope as rows of units
-(:func:`lqtheory.masks.unit_view`: blocks of equal row width, never padded), compute how many alive
+(:func:`lqtheory.engine.masks.unit_view`: blocks of equal row width, never padded), compute how many alive
 entries each unit loses and the scores that rank them, and remove the lowest-scoring ones with one
-batched :func:`lqtheory.masks.magnitude_prune` per block (ties: among equal scores the higher index goes first, the same
-on every device). The entry point is :func:`prune_step`; it is pure (never touches a model) and
-cumulative (the new mask is a subset of the old one; pruned weights are never revived).
+batched :func:`lqtheory.engine.masks.magnitude_prune` per block (ties: among equal scores the higher
+index goes first, the same on every device). The entry point is :func:`prune_step`; it is pure (never
+touches a model) and cumulative (the new mask is a subset of the old one; pruned weights are never revived).
 
 Units: ``neuron`` — a Linear row or a flattened Conv output filter; ``layer`` — a whole tensor;
 ``global`` — all masked tensors concatenated (ties by position in the mask's name order).
@@ -20,7 +20,7 @@ float64 — exactly how ``torch.nn.utils.prune`` turns a float ``amount`` into a
 ``round(amount * n)``). So 20% of 10 alive weights removes 2, 20% of 12 removes 2 (2.4), 50% of 5
 removes 2 (2.5 rounds to even), and a unit with 2 alive weights loses none at rate 0.2 (0.4 → 0).
 The rate is a fraction of what *remains*, so after k steps at rate ρ about ``(1 − ρ)^k`` of the weights
-are left. SAP/SI-adaptive use their own count (:func:`lqtheory.masks.sap_prune_counts`).
+are left. SAP/SI-adaptive use their own count (:func:`lqtheory.engine.masks.sap_prune_counts`).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from typing import ClassVar
 
 import torch
 
-from lqtheory._checks import check_exponent, check_real
-from lqtheory.bounds import allocate_budgets
-from lqtheory.masks import SCOPES, Mask, UnitView, magnitude_prune, sap_prune_counts, unit_view
-from lqtheory.norms import gini_index, lq_norm, pq_index, sparsity_index
+from lqtheory.common.checks import check_exponent, check_real
+from lqtheory.engine.masks import SCOPES, Mask, UnitView, magnitude_prune, sap_prune_counts, unit_view
+from lqtheory.theory.bounds import allocate_budgets
+from lqtheory.theory.norms import gini_index, lq_norm, pq_index, sparsity_index
 
 __all__ = [
     "METHODS",
@@ -276,7 +276,7 @@ class BoundOptimal(PruningMethod):
     Units are always neurons; the scope sets the pool: ``layer`` — each tensor keeps
     ``alive − round(rate · alive)`` of its weights; ``global`` — the whole network does; ``neuron`` — each
     neuron is its own pool, so the rule coincides with Lottery Ticket at neuron scope. Budgets come from
-    :func:`lqtheory.bounds.allocate_budgets` with ``upper = d_j`` (alive count) and ``lower = 1`` for
+    :func:`lqtheory.theory.bounds.allocate_budgets` with ``upper = d_j`` (alive count) and ``lower = 1`` for
     neurons with alive weights (``lower = 0`` for all if the pool keeps fewer weights than it has
     live neurons). ``c_j = ||W[j]||_q`` over alive weights unless ``coefficients`` (``{name: (rows,)}``
     tensors ``>= 0``, e.g. the S4 coefficients) are given.
@@ -335,7 +335,7 @@ class Control(PruningMethod):
 
     Its mask stays all-True, so each iteration rewinds to ``w_init`` and retrains the dense model for the
     same number of epochs as the pruned runs. Pruning effects are reported against it (see
-    :mod:`lqtheory.comparison`), so extra training can never pose as "pruning helps". Its pruning
+    :mod:`lqtheory.analysis.comparison`), so extra training can never pose as "pruning helps". Its pruning
     hyper-parameters (scope, p, q, rate, ...) have no effect.
     """
 
@@ -437,7 +437,7 @@ def unit_statistics(
     entry is that tensor as one unit and ``global`` the mean over layers; at ``global`` scope a layer's
     entry is again the tensor as one unit and ``global`` is the index of all tensors concatenated.
     Units with no alive weight are left out of the means; a group with none reports the degenerate
-    values PQI 0, SI 1, Gini 0 (the ``lqtheory.norms`` convention) and ``units`` 0.
+    values PQI 0, SI 1, Gini 0 (the ``lqtheory.theory.norms`` convention) and ``units`` 0.
     """
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")

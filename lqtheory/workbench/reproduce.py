@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lqtheory.notebook import (
+from lqtheory.workbench.session import (
     ENV_BATCH,
     ENV_FIGURES,
     ENV_PROGRESS,
@@ -61,7 +61,7 @@ from lqtheory.notebook import (
 KERNEL = "python3"
 AGGREGATOR_PREFIX = "99_"
 USAGE_ERROR = 2
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole lqtheory package
 
 
 class UsageError(ValueError):
@@ -474,7 +474,7 @@ def _registry_digest(notebooks_dir: Path, name: str) -> str:
     if not path.is_file():
         return ""
     try:
-        from lqtheory.claims import for_notebook, load_registry
+        from lqtheory.workbench.claims import for_notebook, load_registry
 
         registry = load_registry(path)
     except (OSError, ValueError):
@@ -528,7 +528,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--update-notebooks", action="store_true",
                         help="execute at the ci profile and write the outputs back into the notebooks "
                              "(how committed outputs are refreshed)")
-    from lqtheory.sweep.options import add_executor_arguments
+    from lqtheory.runs.grid.options import add_executor_arguments
 
     add_executor_arguments(parser.add_argument_group("grids of runs (Dask; one cluster for the whole reproduction)"),
                            local_default="dask on a local cluster started for the reproduction")
@@ -670,7 +670,7 @@ def _run(args: argparse.Namespace, out) -> int:
 def _write_report(target, build: Path, figures: Path, profile: str, selected: Sequence[Path],
                   outcomes: dict, out) -> int:
     """``--report``: one HTML file from the executed copies of every notebook of this profile."""
-    from lqtheory.report import build_report, default_report_path
+    from lqtheory.workbench.report import build_report, default_report_path
 
     path = default_report_path(profile) if target is True else Path(target)
     names = [p.stem for p in selected if (build / f"{p.stem}.ipynb").is_file()]
@@ -687,11 +687,11 @@ def _write_report(target, build: Path, figures: Path, profile: str, selected: Se
 
 def _grid_cluster(args: argparse.Namespace):
     """The one Dask cluster of the reproduction (not started yet): see the module docstring."""
-    from lqtheory.sweep.cluster import SharedCluster, gpu_count
+    from lqtheory.runs.grid.cluster import SharedCluster, gpu_count
 
     gpus = 0
     if args.executor != "serial" and args.scheduler is None and args.device != "cpu":
-        from lqtheory.device import resolve_device
+        from lqtheory.engine.device import resolve_device
 
         try:
             gpus = gpu_count() if resolve_device(args.device).type == "cuda" else 0
