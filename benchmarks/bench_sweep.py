@@ -52,7 +52,7 @@ TARGET_OVERHEAD = 0.05
 
 
 def grid(sizes: dict, methods=METHODS, scopes=SCOPES):
-    from lqtheory.runs.experiment import ExperimentConfig
+    from lqtheory.runs import ExperimentConfig
 
     return [
         ExperimentConfig(dataset=sizes["dataset"], model=sizes["model"], method=m, scope=s, p=0.5, q=1.0, gamma=1.0,
@@ -65,7 +65,7 @@ def grid(sizes: dict, methods=METHODS, scopes=SCOPES):
 def _warm(config, root: str) -> int:
     """A one-iteration run in a worker, into a folder of its own: the data set is loaded and torch's
     first-call costs are paid before the clock starts, as the serial case's warm-up run does."""
-    from lqtheory.runs.experiment import run_experiment
+    from lqtheory.runs import run_experiment
 
     run_experiment(config.replace(iterations=0), Path(root) / f"warm-{os.getpid()}", threads=1)
     return os.getpid()

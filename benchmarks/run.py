@@ -247,7 +247,7 @@ SORT = "torch.sort"
 def bench_indices(ctx: Context) -> list[Row]:
     """§1 indices over every neuron of the weight set, against fused reductions and a Python loop."""
     (lq_norm, pq_index, sparsity_index, gini_index) = _import(
-        "norms", "lq_norm", "pq_index", "sparsity_index", "gini_index"
+        "theory.norms", "lq_norm", "pq_index", "sparsity_index", "gini_index"
     )
     s, dev = ctx.settings, ctx.device
     ws = weight_set(s.total_params, s.row_lengths, dev, ctx.seed)
@@ -391,7 +391,7 @@ def _row_counts(w: torch.Tensor, seed: int) -> torch.Tensor:
 
 def bench_masks(ctx: Context) -> list[Row]:
     """Neuron-wise SAP masks (a different count per row) and global-scope masks."""
-    magnitude_prune, sap_prune_counts = _import("masks", "magnitude_prune", "sap_prune_counts")
+    magnitude_prune, sap_prune_counts = _import("theory.selection", "magnitude_prune", "sap_prune_counts")
     s, dev = ctx.settings, ctx.device
     ws = weight_set(s.total_params, s.row_lengths, dev, ctx.seed)
     n = _size(ws)
@@ -457,8 +457,8 @@ def _bench_package_sap(ctx: Context, ws: list[torch.Tensor]) -> list[Row]:
     """
     case = "pruning.sap(scope=neuron)"
     try:
-        (sap,) = _import("pruning", "sap")
-        (Mask,) = _import("masks", "Mask")
+        (sap,) = _import("engine.pruning", "sap")
+        (Mask,) = _import("engine.masks", "Mask")
     except Unavailable as err:
         return [Row("masks", case, math.nan, skipped=True, note=str(err))]
     note = "the package path: unit_view (a copy of the set), sap_prune_counts, magnitude_prune, Mask"
@@ -475,7 +475,7 @@ def _bench_package_sap(ctx: Context, ws: list[torch.Tensor]) -> list[Row]:
 def _bench_global_masks(ctx: Context, ws: list[torch.Tensor]) -> list[Row]:
     """Global scope: one threshold over the whole set, against kthvalue/sort of the flattened set."""
     try:
-        (global_prune,) = _import("masks", "global_magnitude_prune")
+        (global_prune,) = _import("engine.masks", "global_magnitude_prune")
     except Unavailable as err:
         return [Row("masks", "global-scope mask", math.nan, skipped=True, note=str(err))]
     n = _size(ws)
@@ -504,7 +504,7 @@ def _bench_global_masks(ctx: Context, ws: list[torch.Tensor]) -> list[Row]:
 
 def _mlp_inputs(ctx: Context):
     """The MLP of E2 (mlp-128-1-2-relu) and the Fashion-MNIST test inputs (synthetic in smoke mode)."""
-    (build_model,) = _import("models", "build_model")
+    (build_model,) = _import("engine.models", "build_model")
     s = ctx.settings
     if s.synthetic_data:
         g = torch.Generator().manual_seed(ctx.seed)
@@ -519,7 +519,7 @@ def _mlp_inputs(ctx: Context):
 
 
 def _fashion(ctx: Context):
-    (load_dataset,) = _import("data", "load_dataset")
+    (load_dataset,) = _import("engine.data", "load_dataset")
     try:
         return load_dataset("fashion-mnist", device="cpu", download=False)
     except (RuntimeError, FileNotFoundError, ValueError) as err:
@@ -528,8 +528,8 @@ def _fashion(ctx: Context):
 
 def bench_bounds(ctx: Context) -> list[Row]:
     """S4 network bound over a whole MLP and the full test set, against one forward pass."""
-    (network_bound,) = _import("bounds", "network_bound")
-    mlp_weights, mlp_biases = _import("models", "mlp_weights", "mlp_biases")
+    (network_bound,) = _import("theory.bounds", "network_bound")
+    mlp_weights, mlp_biases = _import("engine.models", "mlp_weights", "mlp_biases")
     model, x = _mlp_inputs(ctx)
     with torch.no_grad():
         weights = [w.detach() for w in mlp_weights(model)]
@@ -632,7 +632,7 @@ def _training_data(ctx: Context):
     s = ctx.settings
     if not s.synthetic_data:
         return _fashion(ctx)
-    (Dataset,) = _import("data", "Dataset")
+    (Dataset,) = _import("engine.data", "Dataset")
     g = torch.Generator().manual_seed(ctx.seed)
     n = s.train_samples or 500
     pix = torch.randint(0, 256, (n + n // 5, 1, 28, 28), generator=g, dtype=torch.uint8)
@@ -645,8 +645,8 @@ def _training_data(ctx: Context):
 
 def bench_training(ctx: Context) -> list[Row]:
     """Epochs per second of lqtheory.engine.training.train against a DataLoader loop, same model and optimiser."""
-    train, TrainConfig = _import("training", "train", "TrainConfig")
-    (build_model,) = _import("models", "build_model")
+    train, TrainConfig = _import("engine.training", "train", "TrainConfig")
+    (build_model,) = _import("engine.models", "build_model")
     try:
         from torchvision import transforms
     except ImportError as err:
@@ -695,10 +695,10 @@ def bench_training(ctx: Context) -> list[Row]:
 def bench_scaling(ctx: Context) -> list[Row]:
     """Items 1 and 2 at growing sizes: the log-log slope of time against size should be ~1."""
     (lq_norm, pq_index, sparsity_index, gini_index) = _import(
-        "norms", "lq_norm", "pq_index", "sparsity_index", "gini_index"
+        "theory.norms", "lq_norm", "pq_index", "sparsity_index", "gini_index"
     )
     try:
-        magnitude_prune, sap_prune_counts = _import("masks", "magnitude_prune", "sap_prune_counts")
+        magnitude_prune, sap_prune_counts = _import("theory.selection", "magnitude_prune", "sap_prune_counts")
         sap = _sap_mask(sap_prune_counts, magnitude_prune)
     except Unavailable:
         sap = None
@@ -740,7 +740,7 @@ def bench_scaling(ctx: Context) -> list[Row]:
     if sap is None:
         rows.append(
             Row("scaling", "SAP neuron-wise mask", math.nan, skipped=True,
-                note="lqtheory.engine.masks not available yet")
+                note="lqtheory.theory.selection not available yet")
         )
     return rows
 

@@ -4,9 +4,10 @@ The public API is re-exported here; ``docs/ARCHITECTURE.md`` maps the modules. N
 (``lqtheory.workbench.session``) and batch reproduction (``lqtheory.workbench.reproduce``) are imported on demand.
 """
 
+from lqtheory.common.version import VERSION
 from lqtheory.engine.data import DATASETS, DataFileError, Dataset, load_dataset, read_idx
 from lqtheory.engine.device import resolve_device, set_determinism
-from lqtheory.engine.masks import Mask, global_magnitude_prune, magnitude_prune, sap_prune_counts, unit_view
+from lqtheory.engine.masks import Mask, global_magnitude_prune, unit_view
 from lqtheory.engine.models import (
     MODELS,
     build_model,
@@ -17,7 +18,7 @@ from lqtheory.engine.models import (
 )
 from lqtheory.engine.pruning import METHODS, PruneConfig, prune_step, si_adaptive_config, unit_statistics
 from lqtheory.engine.training import TrainConfig, evaluate, train
-from lqtheory.runs.experiment import ExperimentConfig, load_results, run_experiment
+from lqtheory.runs import ExperimentConfig, load_results, run_experiment
 from lqtheory.theory.approximation import (
     MaureyResult,
     best_s_term,
@@ -51,9 +52,10 @@ from lqtheory.theory.norms import (
     tail_mass_ratio,
     teacher_sparsity_index,
 )
+from lqtheory.theory.selection import magnitude_prune, sap_prune_counts
 from lqtheory.theory.teacher import Teacher, make_teacher, sample_teacher_data, teacher_tsi
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 _PROFILER = ("profile", "compare", "Profile")  # lqtheory.profiler, imported on first use (pandas, plots)
 

@@ -10,11 +10,11 @@ import os
 import time
 from pathlib import Path
 
-import lqtheory.runs.experiment as experiment
+from lqtheory.runs import loop
 
 HOOK_DIR = Path(os.environ["LQTHEORY_TEST_HOOK_DIR"])
-_train = getattr(experiment, "_unhooked_train", experiment.train)  # idempotent: preload may run twice
-experiment._unhooked_train = _train
+_train = getattr(loop, "_unhooked_train", loop.train)  # idempotent: preload may run twice
+loop._unhooked_train = _train
 
 
 def _stall_once() -> None:
@@ -34,4 +34,4 @@ def train(*args, **kwargs):
     return _train(*args, **kwargs)
 
 
-experiment.train = train
+loop.train = train

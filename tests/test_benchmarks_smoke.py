@@ -113,7 +113,7 @@ def test_missing_routine_is_reported_as_skipped(monkeypatch, tmp_path):
     real_import = run._import
 
     def fake_import(module, *names):
-        if module == "bounds":
+        if module == "theory.bounds":
             raise harness.Unavailable("lqtheory.theory.bounds.network_bound not available yet")
         return real_import(module, *names)
 
@@ -187,7 +187,7 @@ def test_loop_indices_match_batched():
 
 
 def test_loop_masks_match_magnitude_prune():
-    from lqtheory.engine.masks import magnitude_prune
+    from lqtheory.theory.selection import magnitude_prune
 
     for i, w in enumerate(_weights()):
         counts = run._row_counts(w, seed=i)

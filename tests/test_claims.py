@@ -13,8 +13,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lqtheory import claims as claims_mod  # noqa: E402
 from lqtheory.analysis.stats import Interval, mean_interval, seeds_needed  # noqa: E402
+from lqtheory.workbench import claims as claims_mod  # noqa: E402
 from lqtheory.workbench.claims import (  # noqa: E402
     RegistryError,
     format_evidence,
@@ -22,7 +22,9 @@ from lqtheory.workbench.claims import (  # noqa: E402
     load_registry,
     parse_registry,
 )
-from lqtheory.workbench.session import claims_path, collect_claims, read_claims, setup  # noqa: E402
+from lqtheory.workbench.paths import claims_path  # noqa: E402
+from lqtheory.workbench.records import collect_claims, read_claims
+from lqtheory.workbench.session import setup
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = {"ci": {"n": 10}, "default": {"n": 100}, "paper": {"n": 1000}}

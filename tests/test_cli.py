@@ -10,9 +10,8 @@ import sys
 import pytest
 import torch
 
-import lqtheory.runs.experiment as experiment
 from lqtheory.cli.main import main
-from lqtheory.runs.experiment import ExperimentConfig, load_results
+from lqtheory.runs import ExperimentConfig, load_results, loop
 
 TINY = ["--dataset", "digits", "--model", "mlp-16-1-1-relu", "--n-train", "300", "--n-test", "120",
         "--epochs", "1", "--batch-size", "50", "--lr", "0.1", "--device", "cpu", "--threads", "1"]
@@ -188,7 +187,7 @@ def test_corrupt_finished_run_is_reported_not_loaded(tmp_path, capsys):
 
 def test_table_shows_rows_restored_from_the_checkpoint(tmp_path, monkeypatch):
     args = _prune_args(tmp_path)
-    original = experiment._Run.write_results
+    original = loop.RunLoop.write_results
 
     class Crash(RuntimeError):
         pass
@@ -198,9 +197,9 @@ def test_table_shows_rows_restored_from_the_checkpoint(tmp_path, monkeypatch):
             raise Crash
         return original(self, complete, metadata)
 
-    monkeypatch.setattr(experiment._Run, "write_results", crash_at_t1)
+    monkeypatch.setattr(loop.RunLoop, "write_results", crash_at_t1)
     assert main(args, out=io.StringIO()) == 1  # the CLI reports the crash (a RuntimeError) and exits 1
-    monkeypatch.setattr(experiment._Run, "write_results", original)
+    monkeypatch.setattr(loop.RunLoop, "write_results", original)
     out = io.StringIO()
     assert main(args, out=out) == 0
     assert _rows(out.getvalue()) == [0, 1, 2]
@@ -270,3 +269,4 @@ def test_missing_data_error_speaks_cli_options(tmp_path, capsys, monkeypatch):
     assert "LQTHEORY_MNIST" in err and "internet" in err and "Name or service not known" in err
     assert "root=" not in err and "download=True" not in err and "load_dataset" not in err
     assert not (tmp_path / "data" / "MNIST").exists()
+

@@ -11,17 +11,23 @@ import numpy as np
 import pytest
 import torch
 
-import lqtheory.runs.experiment as experiment
 from lqtheory.engine.masks import SCOPES
 from lqtheory.engine.pruning import METHODS
 from lqtheory.engine.training import LambdaCallback
-from lqtheory.runs.experiment import (
+from lqtheory.runs import (
     CorruptRunError,
     ExperimentConfig,
+    dense,
+    files,
+    folder,
+    grid,
+    identity,
     load_checkpoint,
     load_results,
     load_run,
+    loop,
     run_experiment,
+    runner,
 )
 
 TINY = {"dataset": "digits", "model": "mlp-16-1-1-relu", "n_train": 300, "n_test": 120, "epochs": 1,
@@ -216,17 +222,17 @@ def test_resume_after_interruption_is_exact(tmp_path, method):
 def test_resume_when_crash_hit_between_checkpoint_and_results(tmp_path, monkeypatch):
     cfg = tiny("lottery-ticket", iterations=2)
     ref = run_experiment(cfg, tmp_path / "ref")
-    original = experiment._Run.write_results
+    original = loop.RunLoop.write_results
 
     def crash_on_final(self, complete, metadata):
         if complete:
             raise Interrupt
         return original(self, complete, metadata)
 
-    monkeypatch.setattr(experiment._Run, "write_results", crash_on_final)
+    monkeypatch.setattr(loop.RunLoop, "write_results", crash_on_final)
     with pytest.raises(Interrupt):
         run_experiment(cfg, tmp_path / "cut")
-    monkeypatch.setattr(experiment._Run, "write_results", original)
+    monkeypatch.setattr(loop.RunLoop, "write_results", original)
     assert not load_run(cfg.run_dir(tmp_path / "cut")).complete  # results.json lags the checkpoint
     resumed = run_experiment(cfg, tmp_path / "cut")
     assert resumed.complete and without_time(resumed.records) == without_time(ref.records)
@@ -239,7 +245,8 @@ def test_finished_run_is_loaded_not_recomputed(tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished run was retrained")
 
-    monkeypatch.setattr(experiment, "train", forbidden)
+    monkeypatch.setattr(loop, "train", forbidden)
+    monkeypatch.setattr(dense, "train", forbidden)
     again = run_experiment(cfg, tmp_path)
     assert again.records == first.records and again.complete
     # a longer schedule is another run, so it is computed (and hits the patched train)
@@ -317,16 +324,17 @@ def test_corrupt_file_of_a_finished_run_is_reported(tmp_path, damage, named, mon
     def forbidden(*args, **kwargs):
         raise AssertionError("a corrupt finished run was retrained")
 
-    monkeypatch.setattr(experiment, "train", forbidden)
+    monkeypatch.setattr(loop, "train", forbidden)
+    monkeypatch.setattr(dense, "train", forbidden)
     with pytest.raises(CorruptRunError, match=named.replace(".", r"\.")):
         run_experiment(cfg, tmp_path)
     with pytest.raises(CorruptRunError, match=named.replace(".", r"\.")):
-        experiment.verify_run(res.run_dir)
+        folder.verify_run(res.run_dir)
 
 
 def test_intact_finished_run_verifies(tmp_path):
     res = run_experiment(tiny("random", iterations=1), tmp_path)
-    assert experiment.verify_run(res.run_dir).records == res.records
+    assert folder.verify_run(res.run_dir).records == res.records
 
 
 def test_infinite_compression_is_written_as_standard_json(tmp_path):
@@ -353,7 +361,7 @@ def test_infinite_compression_is_written_as_standard_json(tmp_path):
     # a file with the non-standard token (and a checksum that matches it) is refused, not read
     body["records"][1]["compression"] = math.inf
     del body["sha256"]
-    body["sha256"] = experiment._sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    body["sha256"] = files.sha256_hex(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
     path.write_text(json.dumps(body))
     with pytest.raises(CorruptRunError, match="Infinity"):
         load_run(res.run_dir)
@@ -362,17 +370,17 @@ def test_infinite_compression_is_written_as_standard_json(tmp_path):
 def test_resume_reports_restored_records_and_removes_stale_temporaries(tmp_path, monkeypatch):
     # issue #14 item 4: records restored from the checkpoint must reach the caller (the CLI's table)
     cfg = tiny("lottery-ticket", iterations=2)
-    original = experiment._Run.write_results
+    original = loop.RunLoop.write_results
 
     def crash_at_t1(self, complete, metadata):
         if len(self.records) == 2:  # checkpoint of t = 1 written, results.json not yet
             raise Interrupt
         return original(self, complete, metadata)
 
-    monkeypatch.setattr(experiment._Run, "write_results", crash_at_t1)
+    monkeypatch.setattr(loop.RunLoop, "write_results", crash_at_t1)
     with pytest.raises(Interrupt):
         run_experiment(cfg, tmp_path)
-    monkeypatch.setattr(experiment._Run, "write_results", original)
+    monkeypatch.setattr(loop.RunLoop, "write_results", original)
     run_dir = cfg.run_dir(tmp_path)
     assert len(load_run(run_dir).records) == 1  # results.json lags the checkpoint
     stale = run_dir / ".results.json.x1y2z3.tmp"
@@ -470,14 +478,14 @@ def test_frame_columns_and_config_file(tmp_path):
 def test_run_experiments_concatenates_and_deduplicates(tmp_path, monkeypatch):
     configs = [tiny("sap", iterations=1), tiny("random", iterations=1), tiny("sap", iterations=1)]
     calls = []
-    original = experiment.run_experiment
-    monkeypatch.setattr(experiment, "run_experiment", lambda cfg, *a, **k: calls.append(cfg) or original(cfg, *a, **k))
-    df = experiment.run_experiments(configs, tmp_path)
+    original = runner.run_experiment
+    monkeypatch.setattr(runner, "run_experiment", lambda cfg, *a, **k: calls.append(cfg) or original(cfg, *a, **k))
+    df = grid.run_experiments(configs, tmp_path)
     assert calls == configs[:2]  # the duplicate ran once
     assert len(df) == 4 and sorted(df.method.unique()) == ["random", "sap"]
     assert set(df.run_id) == {c.run_id() for c in configs}
     with pytest.raises(ValueError, match="empty"):
-        experiment.run_experiments([], tmp_path)
+        grid.run_experiments([], tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -486,14 +494,14 @@ def test_run_experiments_concatenates_and_deduplicates(tmp_path, monkeypatch):
 
 def count_dense_trainings(monkeypatch):
     calls = []
-    original = experiment.train
+    original = dense.train
 
     def counting(model, data, config, **kw):
         if kw.get("desc") == "dense":
             calls.append(config.epochs)
         return original(model, data, config, **kw)
 
-    monkeypatch.setattr(experiment, "train", counting)
+    monkeypatch.setattr(dense, "train", counting)
     return calls
 
 
@@ -502,23 +510,23 @@ def test_dense_stage_is_trained_once_and_shared(tmp_path, monkeypatch):
     lt = run_experiment(tiny("lottery-ticket", dense_epochs=3), tmp_path)
     sap = run_experiment(tiny("sap", scope="layer", dense_epochs=3, iterations=1), tmp_path)
     assert calls == [3]  # one dense training for two methods, scopes and schedules
-    assert experiment.dense_id(lt.config) == experiment.dense_id(sap.config)
-    folder = experiment.ensure_dense(lt.config, tmp_path)
-    assert folder == tmp_path / "dense" / experiment.dense_id(lt.config)
-    mtime = (folder / "dense.pt").stat().st_mtime_ns
-    dense = experiment.load_dense(folder)
-    assert lt.records[0]["accuracy"] == sap.records[0]["accuracy"] == dense["accuracy"]
+    assert dense.dense_id(lt.config) == dense.dense_id(sap.config)
+    artifact_dir = dense.ensure_dense(lt.config, tmp_path)
+    assert artifact_dir == tmp_path / "dense" / dense.dense_id(lt.config)
+    mtime = (artifact_dir / "dense.pt").stat().st_mtime_ns
+    artifact = dense.load_dense(artifact_dir)
+    assert lt.records[0]["accuracy"] == sap.records[0]["accuracy"] == artifact["accuracy"]
     ck = load_checkpoint(sap.run_dir)
-    assert all(torch.equal(ck["dense"][k], dense["dense"][k]) for k in dense["dense"])
-    assert len(dense["history"]) == 3 and dense["data_fingerprint"] == lt.data_fingerprint
+    assert all(torch.equal(ck["dense"][k], artifact["dense"][k]) for k in artifact["dense"])
+    assert len(artifact["history"]) == 3 and artifact["data_fingerprint"] == lt.data_fingerprint
     # another seed, or another dense length, is another artifact; the pruning settings are not part of it
     run_experiment(tiny("lottery-ticket", dense_epochs=3, seed=1), tmp_path)
     assert calls == [3, 3]
-    assert experiment.dense_id(tiny("lottery-ticket", dense_epochs=3, seed=1)) != experiment.dense_id(lt.config)
-    assert experiment.dense_id(tiny("lottery-ticket", dense_epochs=4)) != experiment.dense_id(lt.config)
-    assert experiment.dense_id(tiny("random", scope="global", dense_epochs=3, epochs=2, iterations=5)) == \
-        experiment.dense_id(lt.config)
-    assert (folder / "dense.pt").stat().st_mtime_ns == mtime  # reused, never rewritten
+    assert dense.dense_id(tiny("lottery-ticket", dense_epochs=3, seed=1)) != dense.dense_id(lt.config)
+    assert dense.dense_id(tiny("lottery-ticket", dense_epochs=4)) != dense.dense_id(lt.config)
+    assert dense.dense_id(tiny("random", scope="global", dense_epochs=3, epochs=2, iterations=5)) == \
+        dense.dense_id(lt.config)
+    assert (artifact_dir / "dense.pt").stat().st_mtime_ns == mtime  # reused, never rewritten
     # no temporaries and no claims left; the claims' logs stay (who trained what)
     assert not [p for p in (tmp_path / "dense").iterdir() if p.name.startswith(".") and not p.name.endswith(".log")]
 
@@ -528,7 +536,7 @@ def test_dense_epochs_none_keeps_run_ids_and_numbers(tmp_path):
     assert cfg.replace(dense_epochs=None).run_id() == cfg.run_id()
     assert "dense_epochs" not in cfg.hashed_fields()
     assert cfg.replace(dense_epochs=1).run_id() != cfg.run_id()  # same numbers, but named explicitly
-    assert experiment.dense_id(cfg.replace(dense_epochs=1)) == experiment.dense_id(cfg)
+    assert dense.dense_id(cfg.replace(dense_epochs=1)) == dense.dense_id(cfg)
     a = run_experiment(cfg, tmp_path)
     b = run_experiment(cfg.replace(dense_epochs=1), tmp_path)
     assert without_time(a.records) == without_time(b.records)
@@ -538,7 +546,7 @@ def test_dense_epochs_none_keeps_run_ids_and_numbers(tmp_path):
 
 def test_corrupt_dense_artifact_is_detected(tmp_path):
     cfg = tiny("random", dense_epochs=2, iterations=1)
-    folder = experiment.ensure_dense(cfg, tmp_path)
+    folder = dense.ensure_dense(cfg, tmp_path)
     pt = folder / "dense.pt"
     good = pt.read_bytes()
     pt.write_bytes(good[:-3])
@@ -564,10 +572,10 @@ def test_control_prunes_nothing_and_retrains_on_the_same_schedule(tmp_path):
 
 
 def perturbed_digits(monkeypatch, change):
-    full = experiment._full_dataset("digits")
+    full = identity.full_dataset("digits")
     x = change(full.x_train.clone())
-    monkeypatch.setattr(experiment, "_full_dataset", lambda name: dataclasses.replace(full, x_train=x))
-    experiment._subset_and_fingerprint.cache_clear()
+    monkeypatch.setattr(identity, "full_dataset", lambda name: dataclasses.replace(full, x_train=x))
+    identity.subset_and_fingerprint.cache_clear()
 
 
 def test_reloading_a_finished_run_on_other_data_names_both_fingerprints(tmp_path, monkeypatch):
@@ -581,15 +589,15 @@ def test_reloading_a_finished_run_on_other_data_names_both_fingerprints(tmp_path
         return x
 
     perturbed_digits(monkeypatch, touch_one_pixel)
-    new = experiment._load_data(cfg, torch.device("cpu"))[1]
+    new = identity.load_run_data(cfg, torch.device("cpu"))[1]
     assert new != old
-    with pytest.raises(experiment.DataMismatchError) as err:
+    with pytest.raises(files.DataMismatchError) as err:
         run_experiment(cfg, tmp_path)
     assert old in str(err.value) and new in str(err.value)
-    with pytest.raises(experiment.DataMismatchError, match=old):
-        experiment.ensure_dense(cfg, tmp_path)
+    with pytest.raises(files.DataMismatchError, match=old):
+        dense.ensure_dense(cfg, tmp_path)
     monkeypatch.undo()
-    experiment._subset_and_fingerprint.cache_clear()
+    identity.subset_and_fingerprint.cache_clear()
     assert run_experiment(cfg, tmp_path).records == done.records  # the original data: loaded again
 
 
@@ -599,11 +607,11 @@ def test_resuming_on_another_split_is_an_error(tmp_path, monkeypatch):
         run_experiment(cfg, tmp_path, callbacks=[interrupt_at_train_call(3)])
     old = load_run(cfg.run_dir(tmp_path)).data_fingerprint
     perturbed_digits(monkeypatch, lambda x: x.flip(0))  # the same images in another order: another split
-    with pytest.raises(experiment.DataMismatchError) as err:
+    with pytest.raises(files.DataMismatchError) as err:
         run_experiment(cfg, tmp_path)
     assert old in str(err.value)
     monkeypatch.undo()
-    experiment._subset_and_fingerprint.cache_clear()
+    identity.subset_and_fingerprint.cache_clear()
 
 
 def test_data_fingerprint_is_by_content():
@@ -611,8 +619,8 @@ def test_data_fingerprint_is_by_content():
 
     a = load_dataset("digits").subset(100, 50, seed=0)
     b = load_dataset("digits").subset(100, 50, seed=0)
-    assert experiment.data_fingerprint(a) == experiment.data_fingerprint(b)
-    assert experiment.data_fingerprint(a) != experiment.data_fingerprint(load_dataset("digits").subset(100, 50, seed=1))
+    assert identity.data_fingerprint(a) == identity.data_fingerprint(b)
+    assert identity.data_fingerprint(a) != identity.data_fingerprint(load_dataset("digits").subset(100, 50, seed=1))
     c = dataclasses.replace(a, y_test=a.y_test.clone())
     c.y_test[0] = (c.y_test[0] + 1) % 10
-    assert experiment.data_fingerprint(c) != experiment.data_fingerprint(a)
+    assert identity.data_fingerprint(c) != identity.data_fingerprint(a)

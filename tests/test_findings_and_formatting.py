@@ -3,9 +3,10 @@
 import pandas as pd
 import pytest
 
-from lqtheory.workbench.session import findings_markdown, format_number, latex_table, markdown_table, verdict_class
+from lqtheory.common.formatting import format_number, latex_table, markdown_table
+from lqtheory.workbench.findings import findings_markdown, verdict_class
 
-OLD = [  # run.claims as lqtheory.workbench.session.Run.claim records them today
+OLD = [  # run.claims as lqtheory.workbench.session.Session.claim records them today
     {"id": "S1.l1", "statement": "Stechkin σ_s(w)_1 ≤ s^(1-1/q)‖w‖_q", "provenance": "derived",
      "kind": "theorem", "measured": "max observed/bound 0.93", "holds": True, "verdict": "holds"},
     {"id": "S7.acc", "statement": "higher accuracy", "provenance": "derived", "kind": "empirical",
@@ -69,10 +70,11 @@ def test_numbers_positional_and_integer_columns():
 
 
 def test_table_html_aligns_text_left_and_keeps_numbers_whole():
-    from lqtheory.workbench.session import Table, _formatted_frame
+    from lqtheory.common.formatting import formatted_frame
+    from lqtheory.workbench.session import Table
 
     df = pd.DataFrame({"statement": ["a long statement <b>", "short"], "measured": [2.44e-15, 20000.0]})
-    html = Table(_formatted_frame(df, ".3g", False))._repr_html_()
+    html = Table(formatted_frame(df, ".3g", False))._repr_html_()
     assert '<th style="text-align: left;">statement</th>' in html
     assert '<td style="text-align: left;">a long statement &lt;b&gt;</td>' in html
     assert '<td style="text-align: right; white-space: nowrap;">2.44e-15</td>' in html

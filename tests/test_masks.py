@@ -18,15 +18,8 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import prune
 
-from lqtheory.engine.masks import (
-    SCOPES,
-    Mask,
-    global_magnitude_prune,
-    magnitude_prune,
-    prunable_tensors,
-    sap_prune_counts,
-    unit_view,
-)
+from lqtheory.engine.masks import SCOPES, Mask, global_magnitude_prune, prunable_tensors, unit_view
+from lqtheory.theory.selection import magnitude_prune, sap_prune_counts
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 HYP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -22,16 +22,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lqtheory import notebook as nbmod  # noqa: E402
-from lqtheory.workbench.session import (  # noqa: E402
-    check_notebook,
-    figures_dir,
-    format_measured,
-    format_number,
-    markdown_table,
-    percent_to_notebook,
-    setup,
-)
+from lqtheory.common.formatting import format_measured, format_number, markdown_table  # noqa: E402
+from lqtheory.workbench import batch, parameters  # noqa: E402
+from lqtheory.workbench.linter import check_notebook, percent_to_notebook  # noqa: E402
+from lqtheory.workbench.paths import figures_dir  # noqa: E402
+from lqtheory.workbench.session import setup  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = {"ci": {"n": 10, "q": 0.5, "sizes": (1, 2)},
@@ -182,17 +177,17 @@ def test_figures_folder_per_profile(isolated):
 
 def test_batch_detection_and_progress_switch(monkeypatch):
     ns = namespace()
-    assert nbmod.is_batch(ns)  # under pytest
+    assert batch.is_batch(ns)  # under pytest
     monkeypatch.setenv("LQTHEORY_BATCH", "0")
-    assert not nbmod.is_batch(ns) and nbmod.progress_enabled(ns)
+    assert not batch.is_batch(ns) and batch.wants_progress(ns)
     monkeypatch.setenv("LQTHEORY_PROGRESS", "0")
-    assert not nbmod.progress_enabled(ns)
+    assert not batch.wants_progress(ns)
     monkeypatch.setenv("LQTHEORY_BATCH", "1")
     monkeypatch.setenv("LQTHEORY_PROGRESS", "1")
-    assert nbmod.is_batch(ns) and nbmod.progress_enabled(ns)
+    assert batch.is_batch(ns) and batch.wants_progress(ns)
     monkeypatch.delenv("LQTHEORY_PROGRESS")
     run = setup("nb", ns, PROFILES)
-    assert not run.progress_enabled and os.environ["LQTHEORY_PROGRESS"] == "0"
+    assert not run.show_progress and os.environ["LQTHEORY_PROGRESS"] == "0"
     assert run.progress(range(3)).disable
     assert matplotlib.get_backend().lower() == "agg"
 
@@ -394,7 +389,7 @@ def test_check_notebook_flags_lines_papermill_cannot_parse(tmp_path):
     path = _write(tmp_path, "07_p", text)
     assert check_notebook(path, committed=False) == []  # runs fine: papermill still injects n
     assert any("papermill cannot parse the line(s) assigning n" in p for p in check_notebook(path))
-    assert "n" not in nbmod.papermill_parameters(path)
+    assert "n" not in parameters.papermill_parameters(path)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from lqtheory.engine.masks import sap_prune_counts
 from lqtheory.engine.models import build_model
 from lqtheory.profiler import (
     ProfileInputError,
@@ -26,6 +25,7 @@ from lqtheory.profiler import (
 from lqtheory.profiler.cli import main as profile_main
 from lqtheory.theory import approximation as A
 from lqtheory.theory import norms as N
+from lqtheory.theory.selection import sap_prune_counts
 
 
 class Mixed(nn.Module):
@@ -211,7 +211,7 @@ def test_lqtheory_cli_dispatches_profile(tmp_path, capsys):
 
 
 def test_run_folder(tmp_path):
-    from lqtheory.runs.experiment import ExperimentConfig, run_experiment
+    from lqtheory.runs import ExperimentConfig, run_experiment
 
     cfg = ExperimentConfig(dataset="digits", model="mlp-16-1-1-relu", method="sap", scope="neuron", iterations=1,
                            epochs=1, n_train=300, n_test=120, batch_size=50, lr=0.1, device="cpu")

@@ -89,7 +89,7 @@ def test_reproduce_report_option_writes_the_report(tmp_path):
     import io
 
     from lqtheory.workbench import reproduce
-    from lqtheory.workbench.session import percent_to_notebook
+    from lqtheory.workbench.linter import percent_to_notebook
 
     text = '''# %% [markdown]
 # # Tiny: $\\sigma_s(w)_1$
@@ -109,7 +109,7 @@ run = setup("01_tiny", globals(), profiles=PROFILES)
 
 # %%
 import matplotlib.pyplot as plt
-from lqtheory.workbench.session import findings
+from lqtheory.workbench.findings import findings
 fig, ax = plt.subplots()
 ax.plot([1, 2], [1, 4])
 run.save_figure(fig, "curve")

@@ -16,7 +16,8 @@ import papermill
 import pytest
 
 from lqtheory.workbench import reproduce
-from lqtheory.workbench.session import check_notebook, percent_to_notebook, read_claims
+from lqtheory.workbench.linter import check_notebook, percent_to_notebook
+from lqtheory.workbench.records import read_claims
 
 PROFILES = '{"ci": dict(n=1), "default": dict(n=2), "paper": dict(n=3)}'
 

@@ -1,4 +1,4 @@
-"""Run-store claims (lqtheory.runs.lease): exclusive, waited for, taken over when the owner is dead or silent,
+"""Run-folder leases (lqtheory.runs.lease): exclusive, waited for, taken over when the owner is dead or silent,
 never committed through once lost; and run_experiment computing a run once when asked twice at once."""
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from lqtheory.runs import lease as store
+from lqtheory.runs import lease
 
-STORE_PY = Path(store.__file__)
+LEASE_PY = Path(lease.__file__)
 
 
 def helper(code: str) -> subprocess.Popen:
-    """A Python process that loads store.py alone (no torch: starts in a fraction of a second)."""
+    """A Python process that loads lease.py alone (no torch: starts in a fraction of a second)."""
     prelude = textwrap.dedent(f"""
         import importlib.util, sys, time
-        spec = importlib.util.spec_from_file_location("store_alone", {str(STORE_PY)!r})
-        store = importlib.util.module_from_spec(spec); sys.modules[spec.name] = store; spec.loader.exec_module(store)
+        spec = importlib.util.spec_from_file_location("store_alone", {str(LEASE_PY)!r})
+        lease = importlib.util.module_from_spec(spec); sys.modules[spec.name] = lease; spec.loader.exec_module(lease)
     """)
     return subprocess.Popen([sys.executable, "-c", prelude + textwrap.dedent(code)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -39,36 +39,36 @@ def wait_for(predicate, timeout=20.0, what="condition"):
 
 
 def events(path) -> list[str]:
-    return [e["event"] for e in store.read_log(path)]
+    return [e["event"] for e in lease.read_log(path)]
 
 
 def test_claim_is_exclusive_and_released(tmp_path):
     path = tmp_path / "run" / ".claim"
-    with store.claim(path, label="run") as held:
-        info = store.read_claim(path)
+    with lease.lease(path, label="run") as held:
+        info = lease.read_lease(path)
         assert info.owner == held.token and info.pid == os.getpid() and info.label == "run"
-        assert store.Claim(path, wait=False).acquire() is False  # a live owner: not stale, not ours
+        assert lease.Lease(path, wait=False).acquire() is False  # a live owner: not stale, not ours
         held.check()
-    assert not path.exists() and store.read_claim(path) is None
+    assert not path.exists() and lease.read_lease(path) is None
     assert events(path) == ["acquired", "released"]
     with pytest.raises(ValueError, match="heartbeat"):
-        store.Claim(path, heartbeat=5, stale_after=5)
+        lease.Lease(path, heartbeat=5, stale_after=5)
 
 
 def test_waiter_gets_the_claim_when_the_owner_releases_it(tmp_path):
     path = tmp_path / ".claim"
     proc = helper(f"""
-        with store.claim({str(path)!r}):
+        with lease.lease({str(path)!r}):
             print("held", flush=True)
             time.sleep(1.0)
     """)
     assert proc.stdout.readline().strip() == "held"
     seen = []
-    with store.claim(path, on_wait=seen.append, poll=0.05):
+    with lease.lease(path, on_wait=seen.append, poll=0.05):
         pass
     assert proc.wait(timeout=20) == 0
     assert len(seen) == 1 and seen[0].pid == proc.pid  # it waited for the other process, then got it
-    log = store.read_log(path)
+    log = lease.read_log(path)
     assert [e["event"] for e in log] == ["acquired", "waiting", "released", "acquired", "released"]
     assert log[1]["pid"] == os.getpid() and log[2]["pid"] == proc.pid
 
@@ -77,25 +77,25 @@ def test_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
     path = tmp_path / ".claim"
     proc = helper(f"""
         import os
-        store.claim({str(path)!r}).acquire()
+        lease.lease({str(path)!r}).acquire()
         os._exit(0)   # dies holding the claim (like a killed worker)
     """)
     assert proc.wait(timeout=20) == 0
-    dead = store.read_claim(path)
+    dead = lease.read_lease(path)
     assert dead.pid == proc.pid
     start = time.monotonic()
-    with store.claim(path, stale_after=3600, heartbeat=1) as held:  # no waiting on the heartbeat
+    with lease.lease(path, stale_after=3600, heartbeat=1) as held:  # no waiting on the heartbeat
         assert time.monotonic() - start < 60
-        took = store.read_log(path)[-1]
+        took = lease.read_log(path)[-1]
         assert took["event"] == "took over" and took["previous"]["pid"] == proc.pid
-        assert store.read_claim(path).owner == held.token
+        assert lease.read_lease(path).owner == held.token
 
 
 def test_claim_left_by_an_earlier_process_with_our_pid_is_stale(tmp_path):
     path = tmp_path / ".claim"
-    other = store.Claim(path)
+    other = lease.Lease(path)
     path.write_bytes(other._body())  # our pid, a token no live claim of this process holds
-    with store.claim(path, wait=False, stale_after=3600, heartbeat=1) as held:
+    with lease.lease(path, wait=False, stale_after=3600, heartbeat=1) as held:
         assert held.held and events(path)[-1] == "took over"
 
 
@@ -121,45 +121,45 @@ def test_remote_claim_is_stale_only_when_its_heartbeat_stops(tmp_path):
     thread = threading.Thread(target=beating)
     thread.start()
     try:
-        with pytest.raises(store.ClaimTimeout, match="another-machine"):
-            store.Claim(path, timeout=1.5, stale_after=0.6, heartbeat=0.2, poll=0.05).acquire()
+        with pytest.raises(lease.LeaseTimeout, match="another-machine"):
+            lease.Lease(path, timeout=1.5, stale_after=0.6, heartbeat=0.2, poll=0.05).acquire()
     finally:
         stop.set()
         thread.join()
-    assert store.read_claim(path).owner == "elsewhere"  # never taken from a live owner
+    assert lease.read_lease(path).owner == "elsewhere"  # never taken from a live owner
     # the heartbeat stopped: taken over once the content has not changed for stale_after seconds
     start = time.monotonic()
-    with store.claim(path, stale_after=0.6, heartbeat=0.2, poll=0.05) as held:
+    with lease.lease(path, stale_after=0.6, heartbeat=0.2, poll=0.05) as held:
         assert time.monotonic() - start >= 0.6
-        assert store.read_claim(path).owner == held.token
-        assert store.read_log(path)[-1]["previous"]["host"] == "another-machine"
+        assert lease.read_lease(path).owner == held.token
+        assert lease.read_log(path)[-1]["previous"]["host"] == "another-machine"
 
 
 def test_heartbeat_refreshes_the_claim(tmp_path):
     path = tmp_path / ".claim"
-    with store.claim(path, heartbeat=0.05, stale_after=1.0):
-        first = store.read_claim(path)
-        wait_for(lambda: store.read_claim(path).beat >= first.beat + 2, what="two heartbeats")
-        later = store.read_claim(path)
+    with lease.lease(path, heartbeat=0.05, stale_after=1.0):
+        first = lease.read_lease(path)
+        wait_for(lambda: lease.read_lease(path).beat >= first.beat + 2, what="two heartbeats")
+        later = lease.read_lease(path)
         assert later.owner == first.owner and later.heartbeat >= first.heartbeat
 
 
 def test_lost_claim_stops_commits_and_is_not_released_over_the_new_owner(tmp_path):
     path = tmp_path / ".claim"
-    held = store.claim(path, heartbeat=0.05, stale_after=1.0)
+    held = lease.lease(path, heartbeat=0.05, stale_after=1.0)
     held.acquire()
     foreign_claim(path, 0)  # taken over by someone who judged us dead
-    with pytest.raises(store.ClaimLostError, match="another-machine"):
+    with pytest.raises(lease.LeaseLostError, match="another-machine"):
         held.check()
     held.release()
-    assert store.read_claim(path).owner == "elsewhere"  # the new owner's claim is left alone
+    assert lease.read_lease(path).owner == "elsewhere"  # the new owner's claim is left alone
     assert "lost" in events(path)
 
 
 def test_run_experiment_asked_twice_at_once_computes_once(tmp_path):
     import torch
 
-    from lqtheory.runs.experiment import ExperimentConfig, run_experiment
+    from lqtheory.runs import ExperimentConfig, run_experiment
 
     cfg = ExperimentConfig(dataset="digits", model="mlp-16-1-1-relu", method="lottery-ticket", iterations=2,
                            epochs=1, n_train=300, n_test=120, batch_size=50, lr=0.1, device="cpu")
@@ -183,7 +183,7 @@ def test_run_experiment_asked_twice_at_once_computes_once(tmp_path):
         torch.set_num_threads(before)
     assert not errors, errors
     assert results[0].complete and results[0].records == results[1].records
-    log = store.read_log(cfg.run_dir(tmp_path) / store.CLAIM_FILE)
+    log = lease.read_log(cfg.run_dir(tmp_path) / lease.LEASE_FILE)
     starts = [e for e in log if e["event"] == "start"]
     assert len(starts) == 1 and starts[0]["iteration"] == 0  # trained once; the other waited and loaded
-    assert not (cfg.run_dir(tmp_path) / store.CLAIM_FILE).exists()
+    assert not (cfg.run_dir(tmp_path) / lease.LEASE_FILE).exists()

@@ -20,9 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
-import lqtheory.runs.experiment as experiment
-from lqtheory.runs import lease as store
-from lqtheory.runs.experiment import ExperimentConfig, load_run
+from lqtheory.runs import ExperimentConfig, dense, folder, grid, lease, load_run, runner
 from lqtheory.runs.grid import GridError, plan_grid, resolve, run_grid
 from lqtheory.runs.grid.cluster import SharedCluster, gpu_worker_env, local_cluster
 
@@ -82,7 +80,7 @@ def same_records(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 
 def test_plan_without_dense_stage(tmp_path, monkeypatch):
-    monkeypatch.delattr(experiment, "dense_id", raising=False)
+    monkeypatch.delattr(dense, "dense_id", raising=False)
     auto = tiny("sap", device="auto")  # names the same run folder as device="cpu" on a CPU-only machine
     plan = plan_grid([GRID[0], GRID[1], GRID[0], GRID[2]], tmp_path)
     assert [r.config for r in plan.runs] == GRID[:3] and plan.dense == ()
@@ -96,16 +94,16 @@ def test_plan_without_dense_stage(tmp_path, monkeypatch):
 
 
 def test_plan_with_dense_stage_makes_runs_depend_on_their_dense_task(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiment, "dense_id", lambda cfg: f"dense-seed{cfg.seed}", raising=False)
-    monkeypatch.setattr(experiment, "ensure_dense", lambda cfg, out: Path(out), raising=False)
+    monkeypatch.setattr(dense, "dense_id", lambda cfg: f"dense-seed{cfg.seed}", raising=False)
+    monkeypatch.setattr(dense, "ensure_dense", lambda cfg, out: Path(out), raising=False)
     configs = [tiny(m, scope=s, seed=sd) for m in ("sap", "random") for s in ("neuron", "global") for sd in (0, 1)]
     plan = plan_grid(configs, tmp_path)
     assert sorted(d.dense_id for d in plan.dense) == ["dense-seed0", "dense-seed1"]
     by_key = {d.key: d for d in plan.dense}
     for run in plan.runs:
-        dense = by_key[run.dense]
-        assert dense.dense_id == f"dense-seed{run.config.seed}"
-        assert run.run_id in dense.runs
+        dense_task = by_key[run.dense]
+        assert dense_task.dense_id == f"dense-seed{run.config.seed}"
+        assert run.run_id in dense_task.runs
     assert sum(len(d.runs) for d in plan.dense) == len(plan.runs) == 8
 
 
@@ -116,9 +114,9 @@ def test_dense_tasks_run_once_and_before_the_runs_that_need_them(tmp_path, monke
 
     def ensure_dense(cfg, out):
         with lock:
-            calls.append(("dense", experiment.dense_id(cfg)))
+            calls.append(("dense", dense.dense_id(cfg)))
         time.sleep(0.2)  # a run that did not wait for it would overtake it
-        path = Path(out) / "dense" / experiment.dense_id(cfg)
+        path = Path(out) / "dense" / dense.dense_id(cfg)
         path.mkdir(parents=True)  # fails if trained twice
         return path
 
@@ -130,15 +128,15 @@ def test_dense_tasks_run_once_and_before_the_runs_that_need_them(tmp_path, monke
             return pd.DataFrame({"run_id": [self.cfg.run_id()], "seed": [self.cfg.seed], "wall_time": [0.0]})
 
     def run_experiment(cfg, out, **kwargs):
-        did = experiment.dense_id(cfg)
+        did = dense.dense_id(cfg)
         assert (Path(out) / "dense" / did).is_dir(), f"run {cfg.run_id()} started before its dense stage {did}"
         with lock:
             calls.append(("run", did))
         return Done(cfg)
 
-    monkeypatch.setattr(experiment, "dense_id", lambda cfg: f"dense-seed{cfg.seed}", raising=False)
-    monkeypatch.setattr(experiment, "ensure_dense", ensure_dense, raising=False)
-    monkeypatch.setattr(experiment, "run_experiment", run_experiment)
+    monkeypatch.setattr(dense, "dense_id", lambda cfg: f"dense-seed{cfg.seed}", raising=False)
+    monkeypatch.setattr(dense, "ensure_dense", ensure_dense, raising=False)
+    monkeypatch.setattr(runner, "run_experiment", run_experiment)
     configs = [tiny(m, seed=sd) for m in ("sap", "random", "one-shot") for sd in (0, 1)]
     # threads in this process, so the stand-ins above are what the tasks call
     with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=None) as c:
@@ -160,11 +158,11 @@ def test_dask_grid_is_bit_identical_to_the_serial_loop(cluster, serial_reference
         res, ref = load_run(cfg.run_dir(tmp_path)), load_run(cfg.run_dir(serial_out))
         assert res.metadata["threads"] == 1 and res.metadata["platform"] == ref.metadata["platform"]
         assert res.metadata["mask_sha256"] == ref.metadata["mask_sha256"]  # byte-identical masks
-        a, b = experiment.load_checkpoint(res.run_dir), experiment.load_checkpoint(ref.run_dir)
+        a, b = folder.load_checkpoint(res.run_dir), folder.load_checkpoint(ref.run_dir)
         assert all(torch.equal(a["latest"][k], b["latest"][k]) for k in a["latest"])  # identical weights
-        log = store.read_log(cfg.run_dir(tmp_path) / store.CLAIM_FILE)
+        log = lease.read_log(cfg.run_dir(tmp_path) / lease.LEASE_FILE)
         assert log[0]["pid"] != os.getpid()  # computed by a worker process, not here
-    assert not any(p.name == store.CLAIM_FILE for p in tmp_path.rglob("*"))  # every claim released
+    assert not any(p.name == lease.LEASE_FILE for p in tmp_path.rglob("*"))  # every claim released
 
 
 def test_killed_worker_is_replaced_and_its_run_resumes_from_the_checkpoint(cluster, serial_reference, tmp_path,
@@ -195,7 +193,7 @@ def test_killed_worker_is_replaced_and_its_run_resumes_from_the_checkpoint(clust
     if "err" in outcome:
         raise outcome["err"]
     same_records(outcome["df"], serial_reference)
-    logs = {cfg.run_id(): store.read_log(cfg.run_dir(tmp_path) / store.CLAIM_FILE) for cfg in GRID}
+    logs = {cfg.run_id(): lease.read_log(cfg.run_dir(tmp_path) / lease.LEASE_FILE) for cfg in GRID}
     taken = {rid: log for rid, log in logs.items() if any(e["event"] == "took over" for e in log)}
     assert len(taken) == 1, logs  # the killed worker's run, and only it
     log = next(iter(taken.values()))
@@ -284,13 +282,13 @@ def test_run_experiments_without_a_scheduler_runs_in_process(tmp_path, monkeypat
     seen = []
     monkeypatch.setattr("lqtheory.runs.grid.executor._dask", lambda *a, **k: seen.append("dask"))
     monkeypatch.setattr("lqtheory.runs.grid.executor._serial", lambda configs, *a, **k: seen.append(len(configs)))
-    experiment.run_experiments(GRID + GRID[:1], tmp_path)
+    grid.run_experiments(GRID + GRID[:1], tmp_path)
     assert seen == [4]  # nbval/Jupyter: no cluster of its own
-    experiment.run_experiments(GRID, tmp_path, scheduler="tcp://h:1")
+    grid.run_experiments(GRID, tmp_path, scheduler="tcp://h:1")
     monkeypatch.setenv("LQTHEORY_SCHEDULER", "tcp://from-reproduce:1")
-    experiment.run_experiments(GRID, tmp_path)
+    grid.run_experiments(GRID, tmp_path)
     monkeypatch.setenv("LQTHEORY_EXECUTOR", "serial")
-    experiment.run_experiments(GRID, tmp_path)
+    grid.run_experiments(GRID, tmp_path)
     assert seen == [4, "dask", "dask", 4]
 
 
@@ -355,7 +353,7 @@ def race_for_claim(held, argv: list[str], what: str) -> list[tuple[str, str]]:
              for _ in range(2)]
     try:
         deadline = time.monotonic() + 120
-        while sum(e["event"] == "waiting" for e in store.read_log(held.path)) < 2:
+        while sum(e["event"] == "waiting" for e in lease.read_log(held.path)) < 2:
             assert time.monotonic() < deadline and all(p.poll() is None for p in procs), f"{what} did not wait"
             time.sleep(0.05)
     finally:
@@ -371,15 +369,15 @@ def test_concurrent_prune_processes_compute_a_run_once(tmp_path):
             "--n-train", "300", "--n-test", "120", "--batch-size", "50", "--lr", "0.1", "--device", "cpu",
             "--threads", "1", "--out", str(out), "--no-progress"]
     cfg = tiny("sap", iterations=2, scope="neuron")
-    claim_path = cfg.run_dir(out) / store.CLAIM_FILE
+    claim_path = cfg.run_dir(out) / lease.LEASE_FILE
     # Hold the run's claim, so both processes find it taken and must wait; then let them race for it.
-    held = store.claim_run(cfg.run_dir(out))
+    held = lease.lease_run(cfg.run_dir(out))
     held.acquire()
     outputs = race_for_claim(held, [sys.executable, "-m", "lqtheory", "prune", *args], "prune")
     tables = [[ln for ln in o.splitlines() if ln.strip()[:1].isdigit()] for o, _ in outputs]
     assert len(tables[0]) == 3 and tables[0] == tables[1]  # the same three rows, t = 0, 1, 2
     assert all("waiting for it" in e for _, e in outputs)
-    log = store.read_log(claim_path)
+    log = lease.read_log(claim_path)
     assert [e["iteration"] for e in log if e["event"] == "start"] == [0]  # trained once, by one of them
     res = load_run(cfg.run_dir(out))
     assert res.complete and len(res.records) == 3 and not claim_path.exists()
@@ -390,17 +388,17 @@ def test_concurrent_prune_processes_compute_a_run_once(tmp_path):
 def test_concurrent_processes_train_a_dense_model_once(tmp_path):
     out = tmp_path / "runs"
     cfg = tiny("sap")
-    dense_dir = experiment._dense_dir(cfg, out)
+    dense_dir = dense.dense_dir(cfg, out)
     claim_path = dense_dir.parent / f".{dense_dir.name}.claim"
     dense_dir.parent.mkdir(parents=True)
-    code = (f"from lqtheory.runs.experiment import ExperimentConfig, ensure_dense\n"
+    code = (f"from lqtheory.runs import ExperimentConfig, ensure_dense\n"
             f"print(ensure_dense(ExperimentConfig(**{cfg.to_dict()!r}), {str(out)!r}, progress=False))")
     # Hold the artifact's claim, so both processes find it taken and must wait; then let them race for it.
-    held = store.claim(claim_path)
+    held = lease.lease(claim_path)
     held.acquire()
     outputs = race_for_claim(held, [sys.executable, "-c", code], "ensure_dense")
     assert [o.strip() for o, _ in outputs] == [str(dense_dir)] * 2
-    assert [e["event"] for e in store.read_log(claim_path)].count("trained") == 1  # one trained, one loaded
+    assert [e["event"] for e in lease.read_log(claim_path)].count("trained") == 1  # one trained, one loaded
     assert not claim_path.exists() and not list(dense_dir.parent.glob(".tmp-*"))
 
 
@@ -424,14 +422,15 @@ run = setup("01_grid", globals(), profiles=PROFILES)
 
 # %%
 import os
-from lqtheory.runs import lease as store
-from lqtheory.runs.experiment import ExperimentConfig, run_experiments
+from lqtheory.runs import lease
+from lqtheory.runs import ExperimentConfig
+from lqtheory.runs.grid import run_experiments
 OUT = os.environ["GRID_OUT"]
 TINY = dict(dataset="digits", model="mlp-16-1-1-relu", n_train=300, n_test=120, epochs=1, batch_size=50, lr=0.1,
             device="cpu", iterations=1)
 configs = [ExperimentConfig(method="sap", seed=s, **TINY) for s in range(2)]
 df = run_experiments(configs, OUT, threads=1)
-pids = {store.read_log(c.run_dir(OUT) / store.CLAIM_FILE)[0]["pid"] for c in configs}
+pids = {lease.read_log(c.run_dir(OUT) / lease.LEASE_FILE)[0]["pid"] for c in configs}
 print("scheduler given:", "LQTHEORY_SCHEDULER" in os.environ, "| rows:", len(df),
       "| computed in this kernel:", os.getpid() in pids)
 run.claim("G1", measured={"rows": len(df)}, holds=len(df) == 4)
@@ -454,7 +453,7 @@ def test_reproduce_hands_one_cluster_to_the_notebooks(tmp_path, monkeypatch):
     import nbformat
 
     from lqtheory.workbench import reproduce
-    from lqtheory.workbench.session import percent_to_notebook
+    from lqtheory.workbench.linter import percent_to_notebook
 
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()

@@ -14,11 +14,11 @@ iteration* compares models of different sizes. Here every run is instead read of
   rewind-and-retrain schedule with nothing pruned, ``method="control"``), so extra training can
   never pose as "pruning helps";
 * :func:`paired_differences` — method A minus method B, seed by seed (the same seed means the same
-  dense model, see :func:`lqtheory.runs.experiment.dense_id`);
+  dense model, see :func:`lqtheory.runs.dense.dense_id`);
 * :func:`summarize` / :func:`summarize_paired` — mean and 95% interval over seeds per group, through
   :mod:`lqtheory.analysis.stats` (Student-t intervals of the mean over seeds).
 
-Frames are the tidy frames :func:`lqtheory.runs.experiment.run_experiments` returns (one row per run and
+Frames are the tidy frames :func:`lqtheory.runs.grid.run_experiments` returns (one row per run and
 iteration, with ``run_id``, ``method``, ``scope``, ``seed``, ``remaining_percent``, ...).
 
 Matching the control [derived]. Every iteration of a run rewinds to ``w_init`` and retrains ``epochs``
@@ -297,7 +297,7 @@ def standard_settings(profile: str) -> dict:
 
 def standard_config(profile: str, method: str, scope: str = "neuron", seed: int = 0, *, device: str = "auto",
                     **changes):
-    """The :class:`lqtheory.runs.experiment.ExperimentConfig` of one run at ``profile``'s shared settings.
+    """The :class:`lqtheory.runs.config.ExperimentConfig` of one run at ``profile``'s shared settings.
 
     ``method``/``scope``/``seed`` as usual; ``changes`` override any field. Notebooks that build their
     configurations here share every run they have in common. SAP(0.5, 1) and SI-adaptive(q=0.5, c=1)
@@ -305,7 +305,7 @@ def standard_config(profile: str, method: str, scope: str = "neuron", seed: int 
     the method name is part of the run id: to share those runs, build both as
     ``standard_config(profile, "si-adaptive", scope, seed, p=0.5, q=1.0, gamma=1.0)`` (notebook 05 does).
     """
-    from lqtheory.runs.experiment import ExperimentConfig
+    from lqtheory.runs.config import ExperimentConfig
 
     s = standard_settings(profile)
     fields = dict(dataset=s["dataset"], model=s["model"], method=method, scope=scope, seed=seed, lr=s["lr"],

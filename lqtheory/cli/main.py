@@ -11,8 +11,27 @@ corrupt run folder).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 from collections.abc import Sequence
+from pathlib import Path
+
+from lqtheory.common.checks import nonnegative_int_argument, positive_int_argument
+from lqtheory.common.version import VERSION
+from lqtheory.engine.data import DATASETS, DataNotFoundError, dataset_task
+from lqtheory.engine.device import resolve_device
+from lqtheory.engine.masks import SCOPES
+from lqtheory.engine.models import MODEL_PATTERNS, MODELS
+from lqtheory.engine.pruning import METHODS
+from lqtheory.engine.training import SCHEDULES, TrainingDivergedError
+from lqtheory.runs import lease
+from lqtheory.runs.config import ExperimentConfig
+from lqtheory.runs.files import CorruptRunError
+from lqtheory.runs.folder import load_run
+from lqtheory.runs.grid import GridError, resolve, run_grid
+from lqtheory.runs.grid.options import add_executor_arguments
+from lqtheory.runs.runner import run_experiment
 
 USAGE_ERROR = 2
 
@@ -73,30 +92,7 @@ def _table_row(table, record: dict, scope: str) -> str:
     return "  ".join(fmt(record, scope).rjust(w) for _, w, fmt in table)
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _nonnegative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _add_prune_arguments(parser: argparse.ArgumentParser) -> None:
-    from lqtheory.engine.data import DATASETS
-    from lqtheory.engine.masks import SCOPES
-    from lqtheory.engine.models import MODEL_PATTERNS, MODELS
-    from lqtheory.engine.pruning import METHODS
-    from lqtheory.engine.training import SCHEDULES
-
     models = ", ".join([*sorted(MODELS), *(p.form for p in MODEL_PATTERNS)])
     what = parser.add_argument_group("what to run")
     what.add_argument("--dataset", default="fashion-mnist", metavar="NAME",
@@ -104,10 +100,10 @@ def _add_prune_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--model", default="mlp-128-1-2-relu", metavar="NAME", help=f"model: {models}")
     what.add_argument("--method", default="sap", choices=sorted(METHODS), help="pruning method")
     what.add_argument("--scope", default="neuron", choices=SCOPES, help="pruning unit: a neuron, a layer, or all")
-    what.add_argument("--iterations", "-T", type=_nonnegative_int, default=10,
+    what.add_argument("--iterations", "-T", type=nonnegative_int_argument, default=10,
                       help="pruning iterations T after the dense run")
-    what.add_argument("--epochs", "-E", type=_nonnegative_int, default=5, help="training epochs per iteration")
-    what.add_argument("--seed", type=_nonnegative_int, default=0,
+    what.add_argument("--epochs", "-E", type=nonnegative_int_argument, default=5, help="training epochs per iteration")
+    what.add_argument("--seed", type=nonnegative_int_argument, default=0,
                       help="seed of the initialisation, batch orders and random pruning")
 
     prune = parser.add_argument_group("pruning (SAP / SI-adaptive: p, q, eta, gamma, beta; rate methods: rate)")
@@ -128,17 +124,17 @@ def _add_prune_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
     tr.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule")
     tr.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip (0 disables clipping)")
-    tr.add_argument("--batch-size", type=_positive_int, default=250, help="mini-batch size")
+    tr.add_argument("--batch-size", type=positive_int_argument, default=250, help="mini-batch size")
     tr.add_argument("--l1-penalty", type=float, default=0.0, help="l1 penalty on the prunable weights")
 
     data = parser.add_argument_group("data and machine")
-    data.add_argument("--n-train", type=_positive_int, default=None,
+    data.add_argument("--n-train", type=positive_int_argument, default=None,
                       help="use a class-balanced subset of this many training examples (default: all)")
-    data.add_argument("--n-test", type=_positive_int, default=None,
+    data.add_argument("--n-test", type=positive_int_argument, default=None,
                       help="use a class-balanced subset of this many test examples (default: all)")
-    data.add_argument("--data-seed", type=_nonnegative_int, default=0, help="seed of the data subsets")
+    data.add_argument("--data-seed", type=nonnegative_int_argument, default=0, help="seed of the data subsets")
     data.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    data.add_argument("--threads", type=_positive_int, default=None,
+    data.add_argument("--threads", type=positive_int_argument, default=None,
                       help="torch CPU threads during the run (default: torch's choice; 1 is fastest for small "
                            "models on shared cores)")
     data.add_argument("--out", default="runs", help="root folder of the run folders")
@@ -146,8 +142,6 @@ def _add_prune_arguments(parser: argparse.ArgumentParser) -> None:
                       help="always show progress bars (default: only on a terminal)")
     data.add_argument("--no-progress", dest="progress", action="store_false",
                       help="never show progress bars (default: see --progress)")
-    from lqtheory.runs.grid.options import add_executor_arguments
-
     add_executor_arguments(
         parser.add_argument_group("where to run (Dask; README: Running a grid on a cluster)"),
         local_default="this process, unless a scheduler is given or --workers asks for a local Dask cluster; "
@@ -162,13 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _build() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    import lqtheory
-
     parser = argparse.ArgumentParser(
         prog="lqtheory",
         description="Neural-network compression through sparse linear approximation, reproduced.",
     )
-    parser.add_argument("--version", action="version", version=f"lqtheory {lqtheory.__version__}")
+    parser.add_argument("--version", action="version", version=f"lqtheory {VERSION}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     prune = sub.add_parser(
         "prune",
@@ -195,9 +187,6 @@ def _build() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
 def _config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
     """Build and validate the :class:`ExperimentConfig`; every problem is a usage error (exit 2)."""
-    from lqtheory.engine.device import resolve_device
-    from lqtheory.runs.experiment import ExperimentConfig
-
     if not args.p < args.q:
         parser.error(f"--p must be smaller than --q (0 < p < q), got p={args.p:g}, q={args.q:g}")
     try:
@@ -221,9 +210,6 @@ def _config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
 
 def _check_out(out_arg: str, parser: argparse.ArgumentParser) -> None:
     """``--out`` must be (or be creatable as) a writable folder: checked before any data is loaded."""
-    import os
-    from pathlib import Path
-
     out = Path(out_arg).expanduser()
     probe = out
     while not probe.exists() and probe != probe.parent:
@@ -235,11 +221,6 @@ def _check_out(out_arg: str, parser: argparse.ArgumentParser) -> None:
 
 
 def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -> int:
-    from lqtheory.engine.data import DataNotFoundError, dataset_task
-    from lqtheory.engine.training import TrainingDivergedError
-    from lqtheory.runs.experiment import CorruptRunError
-    from lqtheory.runs.grid import GridError
-
     config = _config_from_args(args, parser)
     _check_out(args.out, parser)
     run_dir = config.run_dir(args.out)
@@ -310,19 +291,13 @@ def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -
 def _compute(config, args: argparse.Namespace, on_record, on_restore=None):
     """Run ``config``: in this process (the default), or as a Dask task when a scheduler is known or
     --executor dask / --workers ask for it; rows are printed as the run folder records them."""
-    import threading
-
-    from lqtheory.runs import lease as store
-    from lqtheory.runs.experiment import load_run, run_experiment
-    from lqtheory.runs.grid import resolve, run_grid
-
     executor, scheduler, _ = resolve(args.executor, args.scheduler,
                                      default="dask" if args.workers is not None else "serial")
     run_dir = config.run_dir(args.out)
     if executor == "serial":
         if args.workers is not None:
             raise ValueError("--workers sizes a local Dask cluster; drop it or --executor serial")
-        holder = store.read_claim(run_dir / store.CLAIM_FILE)
+        holder = lease.read_lease(run_dir / lease.LEASE_FILE)
         if holder is not None:
             print(f"run {run_dir.name} is claimed by {holder.describe()}: waiting for it (a dead owner's claim "
                   "is taken over)", file=sys.stderr, flush=True)
@@ -354,7 +329,7 @@ def _compute(config, args: argparse.Namespace, on_record, on_restore=None):
 
 
 def _run_reproduce(rest: Sequence[str]) -> int:
-    from lqtheory import reproduce  # imported only here: papermill and friends are not needed by `prune`
+    from lqtheory.workbench import reproduce  # only here: `prune` needs no papermill/nbconvert
 
     parser = argparse.ArgumentParser(prog="lqtheory reproduce", description=(reproduce.__doc__ or "").split("\n\n")[0])
     reproduce.add_arguments(parser)

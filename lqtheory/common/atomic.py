@@ -1,4 +1,5 @@
-"""Atomic file writes, shared by run folders, masks, data caches and notebook outputs."""
+"""Atomic file writes (common room), the one way the package writes a file: run folders, masks, data
+caches, notebook outputs, reports."""
 
 from __future__ import annotations
 
@@ -45,3 +46,8 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_open(path) as fh:
         fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """``text`` as UTF-8, atomically (see :func:`atomic_open`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import torch
@@ -107,4 +108,26 @@ def check_unit_counts(value, name: str, shape, device) -> torch.Tensor:
         raise TypeError(f"{name} must be an int or an integer tensor, got {type(value).__name__}")
     if value.numel() and bool((value < 0).any()):
         raise ValueError(f"{name} must be >= 0")
+    return value
+
+
+# Command-line whole numbers (argparse types), shared by every subcommand
+
+
+def nonnegative_int_argument(text: str) -> int:
+    """An argparse ``type``: a whole number >= 0 (one line on stderr and exit 2 otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_int_argument(text: str) -> int:
+    """An argparse ``type``: a whole number >= 1."""
+    value = nonnegative_int_argument(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value

@@ -786,7 +786,7 @@ _REGRESSION = {f"teacher-{d}" for d in _TEACHER_DISTRIBUTIONS}
 
 def dataset_task(name: str) -> str:
     """``"classification"`` or ``"regression"``: the task of data set ``name``, without loading it."""
-    key = _canonical(name)
+    key = canonical_name(name)
     if key not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
     return "regression" if key in _REGRESSION else "classification"
@@ -810,7 +810,8 @@ def _load_cifar10(root=None, download=True) -> Dataset:
     return _resolve(_CIFAR10, root, download)
 
 
-def _canonical(name) -> str:
+def canonical_name(name) -> str:
+    """The registry key of a data set name: lower case, dashes, known aliases (``FashionMNIST``)."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__}")
     key = name.strip().lower().replace("_", "-")
@@ -836,7 +837,7 @@ def load_dataset(
     not depend on ``seed``. ``download=False`` forbids a network download: a data set that is not
     found locally is then an immediate ``RuntimeError`` naming every way to obtain it.
     """
-    key = _canonical(name)
+    key = canonical_name(name)
     if key not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
     if not isinstance(download, bool):

@@ -7,7 +7,7 @@ Two levels, as in ``torch.nn.utils.prune``: small lower-case functions for users
 machinery is written once in :class:`PruningMethod`: view the weights at the scope as rows of units
 (:func:`lqtheory.engine.masks.unit_view`: blocks of equal row width, never padded), compute how many alive
 entries each unit loses and the scores that rank them, and remove the lowest-scoring ones with one
-batched :func:`lqtheory.engine.masks.magnitude_prune` per block (ties: among equal scores the higher
+batched :func:`lqtheory.theory.selection.magnitude_prune` per block (ties: among equal scores the higher
 index goes first, the same on every device). The entry point is :func:`prune_step`; it is pure (never
 touches a model) and cumulative (the new mask is a subset of the old one; pruned weights are never revived).
 
@@ -20,7 +20,7 @@ float64 — exactly how ``torch.nn.utils.prune`` turns a float ``amount`` into a
 ``round(amount * n)``). So 20% of 10 alive weights removes 2, 20% of 12 removes 2 (2.4), 50% of 5
 removes 2 (2.5 rounds to even), and a unit with 2 alive weights loses none at rate 0.2 (0.4 → 0).
 The rate is a fraction of what *remains*, so after k steps at rate ρ about ``(1 − ρ)^k`` of the weights
-are left. SAP/SI-adaptive use their own count (:func:`lqtheory.engine.masks.sap_prune_counts`).
+are left. SAP/SI-adaptive use their own count (:func:`lqtheory.theory.selection.sap_prune_counts`).
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from typing import ClassVar
 import torch
 
 from lqtheory.common.checks import check_exponent, check_real
-from lqtheory.engine.masks import SCOPES, Mask, UnitView, magnitude_prune, sap_prune_counts, unit_view
+from lqtheory.engine.masks import SCOPES, Mask, UnitView, unit_view
 from lqtheory.theory.bounds import allocate_budgets
-from lqtheory.theory.norms import gini_index, lq_norm, pq_index, sparsity_index
+from lqtheory.theory.norms import MAX_EXPONENT, gini_index, lq_norm, pq_index, sparsity_index
+from lqtheory.theory.selection import magnitude_prune, sap_prune_counts
 
 __all__ = [
     "METHODS",
@@ -60,7 +61,6 @@ __all__ = [
     "bound_optimal",
 ]
 
-_MAX_EXPONENT = 1e6
 _USES_P = ("sap", "si-adaptive")  # the methods whose rule involves the PQ Index I_{p,q}
 
 
@@ -99,8 +99,8 @@ class PruneConfig:
             raise ValueError(f"unknown pruning method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.scope not in SCOPES:
             raise ValueError(f"unknown scope {self.scope!r}; choose one of {', '.join(SCOPES)}")
-        p = check_exponent(self.p, "p", high=_MAX_EXPONENT)
-        q = check_exponent(self.q, "q", high=_MAX_EXPONENT)
+        p = check_exponent(self.p, "p", high=MAX_EXPONENT)
+        q = check_exponent(self.q, "q", high=MAX_EXPONENT)
         if self.method in _USES_P and not p < q:
             raise ValueError(f"p must be smaller than q (0 < p < q), got p={p:g}, q={q:g}")
         eta, gamma, beta, rate = (check_real(getattr(self, n), n) for n in ("eta", "gamma", "beta", "rate"))

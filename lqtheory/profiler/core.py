@@ -19,13 +19,14 @@ from contextlib import contextmanager
 import pandas as pd
 import torch
 
-from lqtheory.engine.masks import magnitude_prune, unit_view
+from lqtheory.engine.masks import unit_view
 from lqtheory.profiler.evaluate import Evaluator, resolve_data
 from lqtheory.profiler.loading import Loaded, ProfileInputError, load_model
 from lqtheory.profiler.measure import CURVE_EPS, Settings, needed_terms, profiled_weights, unit_statistics
 from lqtheory.profiler.report import Profile
 from lqtheory.theory.approximation import best_s_term_error
 from lqtheory.theory.norms import gini_index, pq_index, si_implied_size, sparsity_index
+from lqtheory.theory.selection import magnitude_prune
 
 __all__ = ["profile", "budget_masks", "masked_weights"]
 
@@ -36,7 +37,7 @@ def _eps_label(e: float) -> str:
 
 def budget_masks(weights: dict[str, torch.Tensor], keep: torch.Tensor, mask=None) -> dict[str, torch.Tensor]:
     """Keep masks (name → bool, shaped like the profiled weights) that keep ``keep[u]`` largest-magnitude
-    entries of every unit ``u`` (unit_view order), via :func:`lqtheory.engine.masks.magnitude_prune` per block."""
+    entries of every unit ``u`` (unit_view order), via :func:`lqtheory.theory.selection.magnitude_prune` per block."""
     view = unit_view(weights, "neuron", mask)
     d = view.alive_counts()
     parts = view.split_units(d - keep.to(d.device))

@@ -154,7 +154,7 @@ def _load_file(path: Path, arch: str | None, input_shape) -> Loaded:
 def _load_run(path: Path) -> Loaded:
     from lqtheory.engine.data import load_dataset
     from lqtheory.engine.models import build_model
-    from lqtheory.runs.experiment import CorruptRunError, load_checkpoint, load_run
+    from lqtheory.runs import CorruptRunError, load_checkpoint, load_run
 
     try:
         results = load_run(path)

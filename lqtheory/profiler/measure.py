@@ -9,7 +9,7 @@ All statistics come from the package's batched routines, run once per block of e
 :func:`~lqtheory.theory.norms.sparsity_index`, :func:`~lqtheory.theory.norms.teacher_sparsity_index`,
 :func:`~lqtheory.theory.norms.gini_index`, :func:`~lqtheory.theory.norms.si_implied_size` (the four norm-based ones
 at once through :func:`~lqtheory.theory.norms.index_set`, which shares their norms),
-:func:`lqtheory.theory.approximation.required_terms` (S1) and :func:`lqtheory.engine.masks.sap_prune_counts`.
+:func:`lqtheory.theory.approximation.required_terms` (S1) and :func:`lqtheory.theory.selection.sap_prune_counts`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lqtheory.engine.masks import sap_prune_counts, unit_view
+from lqtheory.engine.masks import unit_view
 from lqtheory.theory.approximation import required_terms
 from lqtheory.theory.norms import gini_index, index_set, sort_magnitudes
+from lqtheory.theory.selection import sap_prune_counts
 
 __all__ = ["DEFAULT_EPS", "CURVE_EPS", "Settings", "Units", "profiled_weights", "unit_statistics", "needed_terms"]
 

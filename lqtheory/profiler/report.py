@@ -21,7 +21,7 @@ _MASKS_NOTE = (
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    from lqtheory.workbench.session import markdown_table
+    from lqtheory.common.formatting import markdown_table
 
     return markdown_table(df, floatfmt=floatfmt)
 

@@ -1,14 +1,16 @@
-"""Run-store claims: one process at a time computes a run folder (or a dense artifact), safely across
-processes and machines that share the store.
+"""Run-folder leases (part of the runs room): one process at a time computes a run folder (or a dense
+artifact), safely across processes and machines that share the store.
 
-A *claim* is an exclusive lock file (``<run_dir>/.claim``) created atomically (``os.link`` of a fully
-written temporary file, which fails if the claim exists; ``O_EXCL`` where links are not supported).
+A *lease* (not to be confused with a paper's claim, :mod:`lqtheory.workbench.claims`) is an
+exclusive lock file (``<run_dir>/.claim``: the on-disk name predates the word) created atomically
+(``os.link`` of a fully written temporary file, which fails if the lease exists; ``O_EXCL`` where
+links are not supported).
 It names its owner: a random token, the process id, the host name and the PID namespace, the time it
 was taken and a heartbeat the owner refreshes every :data:`HEARTBEAT_SECONDS` seconds from a
 background thread.
 
-Someone who asks for a claimed run waits (polling) until the owner releases it, then looks again: a
-finished run is loaded, an unfinished one is claimed and resumed from its last checkpoint. A claim is
+Someone who asks for a leased run waits (polling) until the owner releases it, then looks again: a
+finished run is loaded, an unfinished one is leased and resumed from its last checkpoint. A lease is
 *stale*, and is taken over, when
 
 * its owner runs on the same host (same host name and PID namespace) and its process is gone (a
@@ -18,13 +20,13 @@ finished run is loaded, an unfinished one is claimed and resumed from its last c
   machines never need to agree.
 
 Taking over, heart-beating and releasing go through a short-lived second lock file (``.claim.break``)
-so that a takeover never removes a claim that was refreshed after it was judged stale. An owner that
-finds its claim gone or replaced (it stalled for longer than :data:`STALE_SECONDS` and was taken over)
-stops: :meth:`Claim.check` raises :class:`ClaimLostError` before the next commit, so two writers never
+so that a takeover never removes a lease that was refreshed after it was judged stale. An owner that
+finds its lease gone or replaced (it stalled for longer than :data:`STALE_SECONDS` and was taken over)
+stops: :meth:`Lease.check` raises :class:`LeaseLostError` before the next commit, so two writers never
 commit into one folder.
 
 Every event (acquired, waited, took over, released, lost, plus notes such as the iteration a run
-started from) is appended as one JSON line to ``<claim file>.log`` (``<run_dir>/.claim.log``): a
+started from) is appended as one JSON line to ``<lease file>.log`` (``<run_dir>/.claim.log``): a
 trace of who computed what.
 
 Requirements: every process using a store must see it at the same path on a file system with atomic
@@ -46,34 +48,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "CLAIM_FILE",
+    "LEASE_FILE",
     "HEARTBEAT_SECONDS",
     "STALE_SECONDS",
-    "Claim",
-    "ClaimInfo",
-    "ClaimLostError",
-    "ClaimTimeout",
-    "claim",
-    "claim_run",
-    "read_claim",
+    "Lease",
+    "LeaseInfo",
+    "LeaseLostError",
+    "LeaseTimeout",
+    "lease",
+    "lease_run",
+    "read_lease",
     "read_log",
 ]
 
-CLAIM_FILE = ".claim"
+LEASE_FILE = ".claim"
 HEARTBEAT_SECONDS = 5.0
 STALE_SECONDS = 60.0
 _BREAK_STALE_SECONDS = 10.0  # the break lock is held for milliseconds; a dead holder is cleared after this
 
-_LIVE: set[str] = set()  # tokens of the claims this process holds or is acquiring right now
+_LIVE: set[str] = set()  # tokens of the leases this process holds or is acquiring right now
 _LIVE_LOCK = threading.Lock()
 
 
-class ClaimLostError(RuntimeError):
-    """This process's claim was taken over (it looked dead to another process); stop writing."""
+class LeaseLostError(RuntimeError):
+    """This process's lease was taken over (it looked dead to another process); stop writing."""
 
 
-class ClaimTimeout(TimeoutError):
-    """A claim held by a live owner was not released within the time asked for."""
+class LeaseTimeout(TimeoutError):
+    """A lease held by a live owner was not released within the time asked for."""
 
 
 def _pid_namespace() -> int | None:
@@ -88,8 +90,8 @@ _PIDNS = _pid_namespace()
 
 
 @dataclass(frozen=True)
-class ClaimInfo:
-    """What a claim file says about its owner."""
+class LeaseInfo:
+    """What a lease file says about its owner."""
 
     owner: str
     pid: int
@@ -101,7 +103,7 @@ class ClaimInfo:
     label: str = ""
 
     @classmethod
-    def parse(cls, raw: bytes) -> ClaimInfo | None:
+    def parse(cls, raw: bytes) -> LeaseInfo | None:
         try:
             body = json.loads(raw)
             return cls(owner=str(body["owner"]), pid=int(body["pid"]), host=str(body["host"]),
@@ -139,14 +141,14 @@ def _read_raw(path: Path) -> bytes | None:
         return None
 
 
-def read_claim(path: str | os.PathLike) -> ClaimInfo | None:
-    """The owner of the claim file ``path`` (``<run_dir>/.claim``), or None when unclaimed/unreadable."""
+def read_lease(path: str | os.PathLike) -> LeaseInfo | None:
+    """The owner of the lease file ``path`` (``<run_dir>/.claim``), or None when free or unreadable."""
     raw = _read_raw(Path(path))
-    return ClaimInfo.parse(raw) if raw is not None else None
+    return LeaseInfo.parse(raw) if raw is not None else None
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:
-    """The events appended to the claim's log (``<claim file>.log``), oldest first."""
+    """The events appended to the lease's log (``<lease file>.log``), oldest first."""
     log = Path(str(path) + ".log")
     try:
         lines = log.read_text().splitlines()
@@ -182,7 +184,7 @@ def _create_exclusive(path: Path, data: bytes) -> bool:
 
 @contextlib.contextmanager
 def _break_lock(path: Path) -> Iterator[None]:
-    """The short critical section in which a claim is judged, replaced or removed."""
+    """The short critical section in which a lease is judged, replaced or removed."""
     lock = path.with_name(path.name + ".break")
     body = json.dumps({"pid": os.getpid(), "host": _HOST, "pidns": _PIDNS}).encode()
     seen, since = None, time.monotonic()
@@ -209,19 +211,19 @@ def _break_lock(path: Path) -> Iterator[None]:
         lock.unlink(missing_ok=True)
 
 
-class Claim:
-    """An exclusive claim on ``path`` (a lock file). Use as a context manager, or :meth:`acquire` /
+class Lease:
+    """An exclusive lease on ``path`` (a lock file). Use as a context manager, or :meth:`acquire` /
     :meth:`release`.
 
     ``wait``: block while a live owner holds it (else :meth:`acquire` returns False); ``timeout``:
-    seconds to wait at most (:class:`ClaimTimeout`), None for no limit; ``poll``: seconds between
-    looks; ``on_wait(info)``: called once when the claim is found held by a live owner;
-    ``heartbeat``/``stale_after``: see the module docstring. ``label`` names the claim in its file.
+    seconds to wait at most (:class:`LeaseTimeout`), None for no limit; ``poll``: seconds between
+    looks; ``on_wait(info)``: called once when the lease is found held by a live owner;
+    ``heartbeat``/``stale_after``: see the module docstring. ``label`` names the lease in its file.
     """
 
     def __init__(self, path: str | os.PathLike, *, wait: bool = True, timeout: float | None = None,
                  poll: float = 0.2, heartbeat: float = HEARTBEAT_SECONDS, stale_after: float = STALE_SECONDS,
-                 on_wait: Callable[[ClaimInfo | None], None] | None = None, label: str = ""):
+                 on_wait: Callable[[LeaseInfo | None], None] | None = None, label: str = ""):
         if heartbeat <= 0 or stale_after <= heartbeat:
             raise ValueError(f"need 0 < heartbeat < stale_after, got heartbeat={heartbeat}, stale_after={stale_after}")
         if poll <= 0:
@@ -245,14 +247,14 @@ class Claim:
                            "label": self.label}).encode()
 
     def log(self, event: str, **fields) -> None:
-        """Append one event to the claim's log (best effort: the log is a trace, not a commit point)."""
+        """Append one event to the lease's log (best effort: the log is a trace, not a commit point)."""
         line = json.dumps({"event": event, "owner": self.token, "pid": os.getpid(), "host": _HOST,
                            "time": time.time(), **fields}, default=str)
         with contextlib.suppress(OSError), open(str(self.path) + ".log", "a") as fh:
             fh.write(line + "\n")
 
     # acquiring -------------------------------------------------------------------------------------
-    def _stale(self, info: ClaimInfo | None, unchanged_for: float) -> bool:
+    def _stale(self, info: LeaseInfo | None, unchanged_for: float) -> bool:
         if info is not None and info.same_machine():
             if info.pid == os.getpid():
                 with _LIVE_LOCK:
@@ -262,8 +264,8 @@ class Claim:
 
     def acquire(self) -> bool:
         if self._held:
-            raise RuntimeError(f"claim {self.path} is already held by this object")
-        # Registered before our claim file can exist: another thread of this process that reads it must
+            raise RuntimeError(f"lease {self.path} is already held by this object")
+        # Registered before our lease file can exist: another thread of this process that reads it must
         # never judge it left over by an earlier process with our pid (and take it over).
         with _LIVE_LOCK:
             _LIVE.add(self.token)
@@ -290,7 +292,7 @@ class Claim:
                 continue  # released between our two looks
             if raw != seen:
                 seen, since = raw, time.monotonic()
-            info = ClaimInfo.parse(raw)
+            info = LeaseInfo.parse(raw)
             if self._stale(info, time.monotonic() - since):
                 with _break_lock(self.path):
                     taken = _read_raw(self.path) == raw
@@ -310,7 +312,7 @@ class Claim:
                 if self.on_wait is not None:
                     self.on_wait(info)
             if deadline is not None and time.monotonic() > deadline:
-                raise ClaimTimeout(f"{self.path} is still held by "
+                raise LeaseTimeout(f"{self.path} is still held by "
                                    f"{info.describe() if info else 'an unknown owner'} after {self.timeout}s")
             time.sleep(self.poll)
 
@@ -318,13 +320,13 @@ class Claim:
         self._held, self._lost = True, False
         self.log(event, **fields)
         self._stop.clear()
-        self._thread = threading.Thread(target=self._beat_loop, name=f"claim-heartbeat {self.path}", daemon=True)
+        self._thread = threading.Thread(target=self._beat_loop, name=f"lease-heartbeat {self.path}", daemon=True)
         self._thread.start()
 
     def _beat_loop(self) -> None:
         while not self._stop.wait(self.heartbeat):
             with _break_lock(self.path):
-                info = read_claim(self.path)
+                info = read_lease(self.path)
                 if info is None or info.owner != self.token:
                     self._lost = True
                     return
@@ -339,15 +341,15 @@ class Claim:
         return self._held
 
     def check(self) -> None:
-        """Raise :class:`ClaimLostError` unless this claim is still ours (call before every commit)."""
+        """Raise :class:`LeaseLostError` unless this lease is still ours (call before every commit)."""
         if not self._held:
-            raise ClaimLostError(f"{self.path} is not held")
-        info = read_claim(self.path)
+            raise LeaseLostError(f"{self.path} is not held")
+        info = read_lease(self.path)
         if self._lost or info is None or info.owner != self.token:
             self._lost = True
             holder = info.describe() if info is not None else "nobody"
             self.log("lost", holder=holder)
-            raise ClaimLostError(f"{self.path} was taken over (now held by {holder}): this process stalled "
+            raise LeaseLostError(f"{self.path} was taken over (now held by {holder}): this process stalled "
                                  f"for more than {self.stale_after:g}s; its work is left to the new owner")
 
     def release(self) -> None:
@@ -357,7 +359,7 @@ class Claim:
         if self._thread is not None:
             self._thread.join()
         with _break_lock(self.path):
-            info = read_claim(self.path)
+            info = read_lease(self.path)
             if info is not None and info.owner == self.token:
                 self.path.unlink()
         with _LIVE_LOCK:
@@ -365,7 +367,7 @@ class Claim:
         self._held = False
         self.log("released")
 
-    def __enter__(self) -> Claim:
+    def __enter__(self) -> Lease:
         self.acquire()
         return self
 
@@ -373,13 +375,13 @@ class Claim:
         self.release()
 
 
-def claim(path: str | os.PathLike, **options) -> Claim:
-    """A :class:`Claim` on the lock file ``path`` (not yet acquired: use ``with claim(path) as c:``)."""
-    return Claim(path, **options)
+def lease(path: str | os.PathLike, **options) -> Lease:
+    """A :class:`Lease` on the lock file ``path`` (not yet acquired: use ``with lease(path) as c:``)."""
+    return Lease(path, **options)
 
 
-def claim_run(run_dir: str | os.PathLike, **options) -> Claim:
-    """A :class:`Claim` on a run folder: the lock file ``<run_dir>/.claim`` (the folder is created)."""
+def lease_run(run_dir: str | os.PathLike, **options) -> Lease:
+    """A :class:`Lease` on a run folder: the lock file ``<run_dir>/.claim`` (the folder is created)."""
     run_dir = Path(run_dir)
     options.setdefault("label", run_dir.name)
-    return Claim(run_dir / CLAIM_FILE, **options)
+    return Lease(run_dir / LEASE_FILE, **options)

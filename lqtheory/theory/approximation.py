@@ -19,16 +19,16 @@ from typing import NamedTuple
 import torch
 
 from lqtheory.common.checks import check_dim, check_exponent, check_mask, check_tensor
-from lqtheory.engine.masks import magnitude_prune
 from lqtheory.theory.norms import (
-    _MAX_EXPONENT,
-    _as_per_unit,
-    _in_float32_for_half,
+    MAX_EXPONENT,
     alive_count,
+    as_per_unit,
     count_true,
+    in_float32_for_half,
     lq_norm,
     sort_magnitudes,
 )
+from lqtheory.theory.selection import magnitude_prune
 
 __all__ = [
     "best_s_term",
@@ -51,7 +51,7 @@ def _prepare(w, dim, mask):
 
 def _term_counts(s, d: torch.Tensor) -> torch.Tensor:
     """``s`` as an int64 per-unit tensor (broadcast to ``d``'s shape), validated ``>= 0``."""
-    s = _as_per_unit(s, "s", d, integer=True)
+    s = as_per_unit(s, "s", d, integer=True)
     if bool((s < 0).any()):
         raise ValueError(f"s must be >= 0, got a minimum of {int(s.min())}")
     return s
@@ -72,7 +72,7 @@ def best_s_term(
     ``s`` is an int or a per-unit integer tensor broadcastable to the reduced shape; it is clipped to the
     unit's alive count ``d`` (so ``s >= d`` keeps every alive entry); negative ``s`` is a ValueError.
     Ties between equal magnitudes go to the lower index, identically on CPU and CUDA (the selection of
-    :func:`lqtheory.engine.masks.magnitude_prune`, removing the ``d - s`` smallest). Returns ``(w_s, keep)`` with
+    :func:`lqtheory.theory.selection.magnitude_prune`, removing the ``d - s`` smallest). Returns ``(w_s, keep)`` with
     ``w``'s shape: ``keep`` is a boolean tensor with exactly ``min(s, d)`` True entries per unit (kept
     zeros count), masked entries never kept.
     """
@@ -87,7 +87,7 @@ def best_s_term(
     return w.masked_fill(~keep, 0), keep
 
 
-@_in_float32_for_half
+@in_float32_for_half
 def best_s_term_error(
     w: torch.Tensor, s, p: float = 1.0, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -97,7 +97,7 @@ def best_s_term_error(
     ``s`` as in :func:`best_s_term`; ``s >= d`` gives 0. Computed from the sorted magnitudes scaled by
     the unit's largest one, so it does not underflow for large p.
     """
-    p = check_exponent(p, "p", high=_MAX_EXPONENT)
+    p = check_exponent(p, "p", high=MAX_EXPONENT)
     w, mask = _prepare(w, dim, mask)
     d = alive_count(w, dim, mask)
     s = _term_counts(s, d)
@@ -110,7 +110,7 @@ def best_s_term_error(
     return torch.linalg.vector_norm(tail / scale, ord=p, dim=dim) * scale.squeeze(dim)
 
 
-@_in_float32_for_half
+@in_float32_for_half
 def stechkin_bound(
     w: torch.Tensor, s, q: float, p: float = 1.0, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -121,8 +121,8 @@ def stechkin_bound(
     the trivial bound ``||w||_q`` instead (``σ_0(w)_p = ||w||_p <= ||w||_q`` because ``q < p``), i.e. the
     formula evaluated at ``max(s, 1)``. Degenerate units (no alive or all-zero entries) give 0.
     """
-    p = check_exponent(p, "p", high=_MAX_EXPONENT)
-    q = check_exponent(q, "q", high=_MAX_EXPONENT)
+    p = check_exponent(p, "p", high=MAX_EXPONENT)
+    q = check_exponent(q, "q", high=MAX_EXPONENT)
     if not q < p:
         raise ValueError(f"stechkin_bound needs q < p (0 < q < p), got q={q:g}, p={p:g}")
     norm_q = lq_norm(w, q, dim, mask)

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lqtheory.theory.lasso import _few_threads, lasso_gram, refit_least_squares_gram
+from lqtheory.theory.lasso import few_threads, lasso_gram, refit_least_squares_gram
 from lqtheory.theory.teacher import Teacher, relu_mlp_module
 
 __all__ = [
@@ -258,7 +258,7 @@ def backward_approximation(
         _check_data(teacher, x_test, y_test, "x_test", "y_test")
     dtype = teacher.dtype if dtype is None else dtype
     lams = _layer_lams(lam, teacher.depth)
-    with _few_threads(teacher.device, _stats_work(teacher, x)):
+    with few_threads(teacher.device, _stats_work(teacher, x)):
         stats = _teacher_stats(teacher, x, y, dtype)
         return _result(teacher, stats, x, y, x_test, y_test, lams, relative, refit, tol, max_iter, dtype)
 
@@ -310,7 +310,7 @@ def edges_mse_curve(
         raise ValueError("lambdas must not be empty")
     dtype = teacher.dtype if dtype is None else dtype
     per_layer = [_layer_lams(v, teacher.depth) for v in lam_list]
-    with _few_threads(teacher.device, _stats_work(teacher, x_train)):
+    with few_threads(teacher.device, _stats_work(teacher, x_train)):
         return _sweep_curve(teacher, x_train, y_train, x_test, y_test, per_layer, relative, refit, tol, max_iter,
                             dtype)
 

@@ -7,7 +7,7 @@ the Lipschitz property of the activation and Stechkin's inequality
 Conventions shared by every routine here:
 
 * Best s-term pruning keeps the ``s`` largest magnitudes of a unit; ties go to the lower index
-  (:func:`lqtheory.engine.masks.magnitude_prune`), identically on every device.
+  (:func:`lqtheory.theory.selection.magnitude_prune`), identically on every device.
 * The *Stechkin factor* of a unit is ``||w||_q s^(1-1/q)``, the lq bound on the pruned ℓ1 mass, with
   two exact refinements that keep it a valid bound: it is ``0`` when ``s >= ||w||_0`` (nothing nonzero is
   pruned, so the tail is exactly 0; hence every bound here vanishes when nothing is pruned), and at
@@ -32,7 +32,7 @@ from lqtheory.common.checks import (
     check_unit_counts,
 )
 from lqtheory.theory.approximation import best_s_term
-from lqtheory.theory.norms import _in_float32_for_half, lq_norm
+from lqtheory.theory.norms import in_float32_for_half, lq_norm
 
 __all__ = [
     "neuron_pruning_bound",
@@ -77,7 +77,7 @@ def _stechkin_last(w: torch.Tensor, s: torch.Tensor, q: float, p: float) -> torc
     return torch.where(s >= nonzero, torch.zeros_like(factor), factor)
 
 
-@_in_float32_for_half
+@in_float32_for_half
 def stechkin_factor(
     w: torch.Tensor, s, q: float, *, p: float = 1.0, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:

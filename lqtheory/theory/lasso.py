@@ -224,7 +224,7 @@ def _screen(R, dual_norm, gap, lam, diag):
 
 
 @contextlib.contextmanager
-def _few_threads(device, work: int):
+def few_threads(device, work: int):
     """One CPU thread for calls made of many small kernels: thread start-up dominates them, badly so
     on a busy machine (measured on 2 loaded cores, n = 2000, p = K = 200: 0.08 s single-threaded
     vs 0.5 s with 2 threads; one ``isfinite`` over X took 0.8 ms vs 116 ms). ``work``: the size of
@@ -244,11 +244,11 @@ _SINGLE_THREAD_WORK = 2**28
 
 
 def _cpu_threads(fn):
-    """Run ``fn(X, Y, ...)`` under :func:`_few_threads`, sized by its first two tensor arguments."""
+    """Run ``fn(X, Y, ...)`` under :func:`few_threads`, sized by its first two tensor arguments."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with _few_threads(*_work(*args[:2])):
+        with few_threads(*_work(*args[:2])):
             return fn(*args, **kwargs)
 
     return wrapper

@@ -44,7 +44,7 @@ __all__ = [
     "index_set",
 ]
 
-_MAX_EXPONENT = 1e6  # p or q above this is surely a mistake, and pow() overflows long before it
+MAX_EXPONENT = 1e6  # p or q above this is surely a mistake, and pow() overflows long before it
 
 
 def _prepare(w, dim: int, mask, name: str = "w", *, defer_finite: bool = False):
@@ -72,7 +72,7 @@ def _prepare(w, dim: int, mask, name: str = "w", *, defer_finite: bool = False):
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _in_float32_for_half(fn):
+def in_float32_for_half(fn):
     """Run ``fn`` on a float32 copy of a float16/bfloat16 ``w`` and cast its result back to ``w``'s dtype.
 
     In half precision the alive count ``d`` tops out at 65504 (float16), integers above 2048 (float16) or
@@ -239,7 +239,7 @@ def _validated_scale(w: torch.Tensor, dim: int) -> torch.Tensor | None:
     return scale
 
 
-@_in_float32_for_half
+@in_float32_for_half
 def lq_norm(w: torch.Tensor, q: float, dim: int = -1, mask: torch.Tensor | None = None) -> torch.Tensor:
     """The lq (quasi-)norm ``||w||_q = (Σ_i |w_i|^q)^(1/q)`` of every unit [paper, §1].
 
@@ -249,14 +249,14 @@ def lq_norm(w: torch.Tensor, q: float, dim: int = -1, mask: torch.Tensor | None 
     A unit with no alive entries has norm 0. The result can overflow to ``inf`` for tiny q and large
     units (it grows like ``d^(1/q)``): use float64, or the ratio indices below, which stay finite.
     """
-    q = check_exponent(q, "q", high=_MAX_EXPONENT)
+    q = check_exponent(q, "q", high=MAX_EXPONENT)
     w, _, _ = _prepare(w, dim, mask, defer_finite=True)
     norm = _norm(w, q, dim)
     _check_finite_from(norm, w)  # a NaN/Inf entry makes its unit's norm NaN/Inf
     return norm
 
 
-@_in_float32_for_half
+@in_float32_for_half
 def pq_index(
     w: torch.Tensor, p: float = 0.5, q: float = 1.0, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -273,8 +273,8 @@ def _log_one_minus_pq(w, p, q, dim, mask) -> tuple[torch.Tensor, torch.Tensor]:
 
     Kept in the log domain because ``1 - I >= d^(1/q - 1/p)`` underflows float32 for small p.
     """
-    p = check_exponent(p, "p", high=_MAX_EXPONENT)
-    q = check_exponent(q, "q", high=_MAX_EXPONENT)
+    p = check_exponent(p, "p", high=MAX_EXPONENT)
+    q = check_exponent(q, "q", high=MAX_EXPONENT)
     check_p_less_than_q(p, q)
     w, _, d = _prepare(w, dim, mask, defer_finite=True)
     scale = _validated_scale(w, dim)
@@ -289,7 +289,7 @@ def _log_one_minus_pq_from(log_p: torch.Tensor, log_q: torch.Tensor, d: torch.Te
     return torch.where(degenerate, torch.zeros_like(log_ratio), log_ratio.clamp_max(0.0))
 
 
-@_in_float32_for_half
+@in_float32_for_half
 def sparsity_index(
     w: torch.Tensor, q: float = 0.5, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -310,7 +310,7 @@ def _si_from(log_1: torch.Tensor, log_q: torch.Tensor, d: torch.Tensor, q: float
     return torch.where(degenerate, torch.ones_like(si), si.clamp_min(1.0))
 
 
-@_in_float32_for_half
+@in_float32_for_half
 def teacher_sparsity_index(
     w: torch.Tensor, q: float = 0.5, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -343,8 +343,8 @@ def index_set(
     scale and each distinct ``log ||w||_r`` (``r`` in ``{p, q, si_q, 1}``) are computed once, which
     saves about two thirds of the passes over ``w`` when the four are wanted together. ``si_q < 1``.
     """
-    p = check_exponent(p, "p", high=_MAX_EXPONENT)
-    q = check_exponent(q, "q", high=_MAX_EXPONENT)
+    p = check_exponent(p, "p", high=MAX_EXPONENT)
+    q = check_exponent(q, "q", high=MAX_EXPONENT)
     check_p_less_than_q(p, q)
     si_q = check_exponent(si_q, "si_q", high=1.0, high_inclusive=False)
     w, _, d = _prepare(w, dim, mask, defer_finite=True)
@@ -379,7 +379,7 @@ def sort_magnitudes(
     return values, indices
 
 
-@_in_float32_for_half
+@in_float32_for_half
 def gini_index(w: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Gini index ``G = Σ_k (2k - N - 1) |w|_(k) / (N Σ_i |w_i|)``, magnitudes sorted ascending [paper].
 
@@ -409,7 +409,7 @@ def gini_index(w: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None)
     return torch.where((total > 0) & (d > 0), gini, torch.zeros_like(gini))
 
 
-def _as_per_unit(value, name: str, like: torch.Tensor, *, integer: bool) -> torch.Tensor:
+def as_per_unit(value, name: str, like: torch.Tensor, *, integer: bool) -> torch.Tensor:
     """A scalar or a tensor broadcastable to the reduced shape ``like``."""
     if isinstance(value, torch.Tensor):
         if value.numel() and not bool(torch.isfinite(value.double()).all()):
@@ -433,7 +433,7 @@ def _as_per_unit(value, name: str, like: torch.Tensor, *, integer: bool) -> torc
     return torch.full(like.shape, value, dtype=like.dtype, device=like.device)
 
 
-@_in_float32_for_half
+@in_float32_for_half
 def tail_mass_ratio(
     w: torch.Tensor, r, p: float = 0.5, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -441,9 +441,9 @@ def tail_mass_ratio(
 
     ``r >= 1`` is an int or a per-unit integer tensor; ``r >= d`` gives 0. Degenerate units: 0.
     """
-    p = check_exponent(p, "p", high=_MAX_EXPONENT)
+    p = check_exponent(p, "p", high=MAX_EXPONENT)
     w, mask, d = _prepare(w, dim, mask)
-    r = _as_per_unit(r, "r", d, integer=True)
+    r = as_per_unit(r, "r", d, integer=True)
     if bool((r < 1).any()):
         raise ValueError("r must be >= 1 (the top set M_r would be empty)")
     if w.shape[dim] == 0:  # no entries at all: degenerate
@@ -462,7 +462,7 @@ def tail_mass_ratio(
     return torch.where(head > 0, eta.clamp_min(0.0), torch.zeros_like(eta))
 
 
-@_in_float32_for_half
+@in_float32_for_half
 def si_implied_size(
     w: torch.Tensor, q: float = 0.5, eta=0.0, dim: int = -1, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -475,7 +475,7 @@ def si_implied_size(
     q = check_exponent(q, "q", high=1.0, high_inclusive=False)
     w, _, d = _prepare(w, dim, mask, defer_finite=True)
     scale = _validated_scale(w, dim)
-    eta = _as_per_unit(eta, "eta", d, integer=False).to(d.dtype)
+    eta = as_per_unit(eta, "eta", d, integer=False).to(d.dtype)
     if bool((eta < 0).any()):
         raise ValueError("eta must be >= 0")
     return _size_from(_log_norm(w, q, dim, scale), _log_norm(w, 1.0, dim, scale), d, q, eta)
@@ -491,7 +491,7 @@ def _size_from(log_q: torch.Tensor, log_1: torch.Tensor, d: torch.Tensor, q: flo
     return torch.where(d > 0, size, torch.zeros_like(size))
 
 
-@_in_float32_for_half
+@in_float32_for_half
 def retained_count_bound(
     w: torch.Tensor,
     p: float = 0.5,
@@ -506,7 +506,7 @@ def retained_count_bound(
     rounds it up). ``eta`` is a number or a per-unit tensor ``>= 0``.
     """
     log_one_minus_index, d = _log_one_minus_pq(w, p, q, dim, mask)
-    eta = _as_per_unit(eta, "eta", d, integer=False).to(d.dtype)
+    eta = as_per_unit(eta, "eta", d, integer=False).to(d.dtype)
     if bool((eta < 0).any()):
         raise ValueError("eta must be >= 0")
     q, p = float(q), float(p)

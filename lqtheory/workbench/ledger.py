@@ -24,7 +24,7 @@ from typing import Any
 
 from lqtheory.analysis.stats import Interval
 from lqtheory.workbench.claims import RegisteredClaim
-from lqtheory.workbench.session import read_claims
+from lqtheory.workbench.records import read_claims
 
 NOT_EVALUATED = "not evaluated"
 VERDICT_LABELS = ("holds", "VIOLATED", "supported", "contradicted", "contradicted (our conjecture)",

@@ -29,6 +29,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lqtheory.common.formatting import format_measured, format_number
+from lqtheory.workbench.findings import verdict_class
+from lqtheory.workbench.paths import is_aggregator, repo_root
+
 ENV_MATHJAX = "LQTHEORY_MATHJAX"  # path or URL of MathJax.js / tex-*.js to reference instead of the search
 MATHJAX_CDN = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"
 LOCAL_MATHJAX = (  # MathJax 2 copies that may exist on a machine (Debian package, Jupyter server extension)
@@ -189,8 +193,6 @@ def render_notebook(nb, prefix: str) -> tuple[str, list[tuple[int, str, str]], d
 
 
 def _verdict_class(verdict: str) -> str:
-    from lqtheory.workbench.session import verdict_class
-
     return verdict_class(verdict)
 
 
@@ -206,8 +208,6 @@ def ledger_html(claims_dir: Path | None) -> tuple[str, int]:
             continue
         records.append((record.get("notebook", path.stem), record.get("claims", [])))
     rows = []
-    from lqtheory.workbench.session import format_measured, format_number
-
     for notebook, claims in records:
         for c in claims:
             verdict = str(c.get("verdict", ""))
@@ -272,8 +272,6 @@ def _mathjax_tags(url: str) -> str:
 
 def executed_notebooks(build: Path, names: Sequence[str] | None = None) -> list[Path]:
     """The executed copies in ``build`` in run order (aggregators such as the ledger last)."""
-    from lqtheory.workbench.reproduce import is_aggregator
-
     paths = sorted(p for p in build.glob("*.ipynb") if not p.name.startswith("."))
     if names is not None:
         wanted = set(names)
@@ -352,8 +350,6 @@ from the papers; [derived]: proved in this project), the measured evidence and t
 
 def default_report_path(profile: str, root: str | os.PathLike | None = None) -> Path:
     """``<repo>/build/report/<profile>/report.html`` (git-ignored, like the executed copies)."""
-    from lqtheory.workbench.session import repo_root
-
     base = Path(root) if root is not None else repo_root() / "build" / "report"
     return base / profile / "report.html"
 

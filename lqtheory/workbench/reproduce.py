@@ -44,22 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lqtheory.workbench.session import (
-    ENV_BATCH,
-    ENV_FIGURES,
-    ENV_PROGRESS,
-    KNOWN_PROFILES,
-    check_notebook,
-    claims_path,
-    figures_dir,
-    papermill_parameters,
-    parameters_cell,
-    read_claims,
-    repo_root,
-)
+from lqtheory.common.vocabulary import ENV_BATCH, ENV_FIGURES, ENV_PROGRESS, PROFILES
+from lqtheory.workbench.linter import check_notebook
+from lqtheory.workbench.parameters import papermill_parameters, parameters_cell
+from lqtheory.workbench.paths import claims_path, figures_dir, is_aggregator, repo_root
+from lqtheory.workbench.records import read_claims
 
 KERNEL = "python3"
-AGGREGATOR_PREFIX = "99_"
 USAGE_ERROR = 2
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole lqtheory package
 
@@ -79,11 +70,6 @@ def list_notebooks(notebooks_dir: str | os.PathLike) -> list[Path]:
         raise UsageError(f"notebooks folder {folder} does not exist")
     paths = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
     return [p for p in paths if not is_aggregator(p.stem)] + [p for p in paths if is_aggregator(p.stem)]
-
-
-def is_aggregator(name: str) -> bool:
-    """Aggregators read the other notebooks' results, so they run after all of them."""
-    return name.startswith(AGGREGATOR_PREFIX)
 
 
 def select_notebooks(paths: Sequence[Path], only: Iterable[str] | None) -> list[Path]:
@@ -510,7 +496,7 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add ``lqtheory reproduce``'s options to ``parser`` (the CLI calls this, then :func:`run`)."""
-    parser.add_argument("--profile", choices=KNOWN_PROFILES, default=None,
+    parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="problem sizes: ci (minutes on 2 CPU cores), default (laptop CPU; the default), "
                              "paper (the paper's settings, for a GPU)")
     parser.add_argument("--only", nargs="+", metavar="NAME", default=None,

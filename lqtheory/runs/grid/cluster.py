@@ -14,6 +14,8 @@ import sys
 import warnings
 from collections.abc import Iterator
 
+from lqtheory.runs.grid.settings import ENV_EXECUTOR, ENV_SCHEDULER, resolve
+
 __all__ = [
     "connect",
     "default_workers",
@@ -80,7 +82,7 @@ def dashboard_available() -> bool:
 
 
 #: Imported once by the fork server that starts (and restarts) local workers, instead of by each worker.
-FORKSERVER_PRELOAD = ("dask", "distributed", "numpy", "pandas", "torch", "sklearn.datasets", "lqtheory.runs.experiment",
+FORKSERVER_PRELOAD = ("dask", "distributed", "numpy", "pandas", "torch", "sklearn.datasets", "lqtheory.runs.runner",
                       "lqtheory.runs.grid.tasks")
 
 
@@ -243,8 +245,6 @@ class SharedCluster:
     """
 
     def __init__(self, executor: str | None = None, scheduler=None, workers: int | None = None, gpus: int = 0):
-        from lqtheory.runs.grid.executor import resolve
-
         self.executor, self.scheduler, _ = resolve(executor, scheduler)
         if self.executor == "serial" and workers is not None:
             raise ValueError("--workers sizes a local Dask cluster; it has no meaning with the serial executor")
@@ -263,8 +263,6 @@ class SharedCluster:
     def start(self) -> str:
         """Start (or connect to nothing: the address is only passed on) and export; returns one line
         saying what the notebooks will use."""
-        from lqtheory.runs.grid.executor import ENV_EXECUTOR, ENV_SCHEDULER
-
         if self.started:
             return ""
         if self.executor == "serial":

@@ -1,4 +1,5 @@
-"""``run_grid``: a grid of runs on Dask (or in-process), returned as one DataFrame."""
+"""``run_grid`` / ``run_experiments``: a grid of runs on Dask (or in-process), returned as one DataFrame
+(the grid executor of the runs room)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ENV_EXECUTOR", "ENV_SCHEDULER", "EXECUTORS", "GridError", "RunFailure", "resolve", "run_grid"]
+from lqtheory.engine.training import progress_enabled
+from lqtheory.runs import runner
+from lqtheory.runs.config import ExperimentConfig
+from lqtheory.runs.files import CorruptRunError
+from lqtheory.runs.folder import load_run
+from lqtheory.runs.grid.cluster import connect, default_workers, gpu_count
+from lqtheory.runs.grid.graph import plan_grid
+from lqtheory.runs.grid.settings import resolve
+from lqtheory.runs.grid.tasks import TaskError, dense_task, run_task
 
-ENV_SCHEDULER = "LQTHEORY_SCHEDULER"  # address of the Dask scheduler grids go to (set by `lqtheory reproduce`)
-ENV_EXECUTOR = "LQTHEORY_EXECUTOR"  # "dask" | "serial": the executor when none is passed
-EXECUTORS = ("dask", "serial")
+__all__ = ["GridError", "RunFailure", "run_experiments", "run_grid"]
 
 
 @dataclass(frozen=True)
@@ -42,34 +49,6 @@ class GridError(RuntimeError):
         super().__init__("\n".join(lines))
 
 
-def _env_executor() -> str | None:
-    value = os.environ.get(ENV_EXECUTOR, "").strip().lower()
-    if value and value not in EXECUTORS:
-        raise ValueError(f"${ENV_EXECUTOR} must be one of {', '.join(EXECUTORS)}, got {value!r}")
-    return value or None
-
-
-def resolve(executor: str | None, scheduler, *, default: str = "dask") -> tuple[str, object, bool]:
-    """``(executor, scheduler, explicit)``: the executor asked for (argument, else ``$LQTHEORY_EXECUTOR``,
-    else "dask" when a scheduler is known, else ``default``), the scheduler (argument, else
-    ``$LQTHEORY_SCHEDULER``), and whether the executor was asked for rather than defaulted."""
-    if executor is not None:
-        if not isinstance(executor, str) or executor.strip().lower() not in EXECUTORS:
-            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)} or None, got {executor!r}")
-        executor = executor.strip().lower()
-        if executor == "serial" and scheduler is not None:
-            raise ValueError("executor='serial' runs in this process: it cannot use a scheduler")
-    if scheduler is None:
-        scheduler = os.environ.get(ENV_SCHEDULER, "").strip() or None
-    explicit = executor is not None
-    if executor is None:
-        executor = _env_executor()
-        explicit = executor is not None
-    if executor is None:
-        executor = "dask" if scheduler is not None else default
-    return executor, scheduler, explicit
-
-
 def _check_count(value, name: str, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
@@ -79,8 +58,6 @@ def _check_count(value, name: str, allow_none: bool = True) -> None:
 
 def _finished(config, out) -> bool:
     """The run's results.json says complete (a cheap look; run_experiment verifies when it loads)."""
-    from lqtheory.runs.experiment import CorruptRunError, load_run
-
     try:
         return load_run(config.run_dir(out)).complete
     except (FileNotFoundError, CorruptRunError, OSError):
@@ -91,12 +68,12 @@ def run_grid(configs, out: str | os.PathLike = "runs", *, executor: str | None =
              workers: int | None = None, threads: int | None = 1, progress: bool | None = None):
     """Run (or resume, or load) every configuration of a grid; return all records as one DataFrame.
 
-    The frame is the one :func:`lqtheory.runs.experiment.run_experiments` has always returned: the
-    :meth:`~lqtheory.runs.experiment.Results.frame` of each distinct configuration, concatenated in the
+    The frame is the one :func:`run_experiments` has always returned: the
+    :meth:`~lqtheory.runs.folder.Results.frame` of each distinct configuration, concatenated in the
     order given (duplicates run once). Runs live in ``<out>/<run_id>/`` as with ``run_experiment``.
 
     ``executor``: ``"dask"`` (the default) sends one task per run, and one task per distinct dense
-    model the runs start from (their dependency, when :mod:`lqtheory.runs.experiment` has a dense stage),
+    model the runs start from (their dependency, the dense stage, :mod:`lqtheory.runs.dense`),
     to a Dask cluster; ``"serial"`` runs them one after another in this process (today's loop, for
     debugging: the first error is raised as is). Without an argument, ``$LQTHEORY_EXECUTOR`` decides.
 
@@ -120,8 +97,6 @@ def run_grid(configs, out: str | os.PathLike = "runs", *, executor: str | None =
     the end. A worker that dies mid-run is replaced: Dask retries its task, which takes over the dead
     worker's claim on the run folder and resumes from the last checkpoint.
     """
-    from lqtheory.runs.experiment import ExperimentConfig
-
     if isinstance(configs, ExperimentConfig | str | bytes):
         raise TypeError(f"configs must be a sequence of ExperimentConfig, got {type(configs).__name__}")
     configs = list(configs)
@@ -142,32 +117,27 @@ def run_grid(configs, out: str | os.PathLike = "runs", *, executor: str | None =
 
 
 def _concat(frames):
-    import pandas as pd
+    import pandas as pd  # not at import time: `lqtheory prune --help` stays quick
 
     return pd.concat(frames, ignore_index=True)
 
 
 def _bar(total: int, progress: bool | None, desc: str):
-    from lqtheory.engine.training import progress_enabled
-
     if not progress_enabled(progress):
         return None
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # only when drawn: importing it in a kernel without ipywidgets warns
 
     return tqdm(total=total, desc=desc, file=sys.stderr)
 
 
 def _serial(configs, out, *, threads, progress):
     """Today's loop: one run after another in this process."""
-    from lqtheory.engine.training import progress_enabled
-    from lqtheory.runs import experiment
-
     show = progress_enabled(progress)
     bar = _bar(len(configs), progress, "runs")
     frames = []
     try:
         for cfg in configs:
-            frames.append(experiment.run_experiment(cfg, out, progress=show, threads=threads).frame())
+            frames.append(runner.run_experiment(cfg, out, progress=show, threads=threads).frame())
             if bar is not None:
                 bar.update(1)
     finally:
@@ -182,29 +152,24 @@ def _gpus_for(configs, scheduler) -> int:
         return 0
     if not any(cfg.device_type() == "cuda" for cfg in configs):
         return 0
-    from lqtheory.runs.grid.cluster import gpu_count
-
     return gpu_count()
 
 
 def _dask(configs, out, *, scheduler, workers, threads, progress, explicit):
-    from lqtheory.runs import experiment
-    from lqtheory.runs.grid.graph import plan_grid
-
     out_abs = str(Path(out).expanduser().resolve())
     plan = plan_grid(configs, out_abs)
     frames: dict[str, object] = {}
     pending = []
     for task in plan.runs:
         if _finished(task.config, out_abs):
-            frames[task.run_id] = experiment.run_experiment(task.config, out_abs, progress=False).frame()
+            frames[task.run_id] = runner.run_experiment(task.config, out_abs, progress=False).frame()
         else:
             pending.append(task)
     failures: list[RunFailure] = []
     if pending and not explicit and scheduler is None and len(pending) < 2:
         for task in pending:
             try:
-                frames[task.run_id] = experiment.run_experiment(task.config, out_abs, progress=False,
+                frames[task.run_id] = runner.run_experiment(task.config, out_abs, progress=False,
                                                                 threads=threads).frame()
             except Exception as err:  # noqa: BLE001 - reported like a failed Dask task
                 failures.append(RunFailure(task.config, task.run_id, f"{type(err).__name__}: {err}",
@@ -213,8 +178,6 @@ def _dask(configs, out, *, scheduler, workers, threads, progress, explicit):
     elif pending:
         n_workers = workers if workers is not None else None
         if scheduler is None and n_workers is None:
-            from lqtheory.runs.grid.cluster import default_workers
-
             n_workers = min(default_workers(), len(pending))
         gpus = _gpus_for([t.config for t in pending], scheduler)
         failures = _submit(plan, pending, out_abs, scheduler=scheduler, workers=n_workers, gpus=gpus,
@@ -230,8 +193,6 @@ def _report(failure: RunFailure) -> None:
 
 
 def _failure(task, future) -> RunFailure:
-    from lqtheory.runs.grid.tasks import TaskError
-
     if future.status == "error":
         err = future.exception()
         if isinstance(err, TaskError):  # raised in the run (or its dense stage): the worker's traceback
@@ -244,10 +205,7 @@ def _failure(task, future) -> RunFailure:
 
 def _submit(plan, pending, out, *, scheduler, workers, gpus, threads, progress, frames) -> list[RunFailure]:
     """Send the pending runs and the dense tasks they need; collect frames and failures."""
-    from distributed import as_completed
-
-    from lqtheory.runs.grid.cluster import connect
-    from lqtheory.runs.grid.tasks import dense_task, run_task
+    from distributed import as_completed  # distributed only when a grid really goes to Dask
 
     needed = {t.dense for t in pending if t.dense is not None}
     failures: list[RunFailure] = []
@@ -272,3 +230,30 @@ def _submit(plan, pending, out, *, scheduler, workers, gpus, threads, progress, 
             if bar is not None:
                 bar.close()
     return failures
+
+
+def run_experiments(
+    configs: Sequence[ExperimentConfig],
+    out: str | os.PathLike = "runs",
+    *,
+    progress: bool | None = None,
+    threads: int | None = None,
+    executor: str | None = None,
+    scheduler=None,
+    workers: int | None = None,
+):
+    """Run (or load) every configuration and return all records as one pandas DataFrame
+    (:meth:`Results.frame` rows with the run id and main settings as columns, in the order given).
+    Duplicate configurations run once. A tqdm bar over the runs is shown when interactive.
+
+    Delegates to :func:`lqtheory.runs.grid.run_grid` (see there for ``executor``, ``scheduler``,
+    ``workers``, ``threads``). What differs is the default executor: the grid goes to Dask when a
+    scheduler is known (``scheduler``, or ``$LQTHEORY_SCHEDULER``, which ``lqtheory reproduce`` sets
+    for its notebooks) or Dask is asked for (``executor="dask"``, ``$LQTHEORY_EXECUTOR=dask``, or
+    ``workers``); otherwise the runs go one after another in this process, so a notebook executed on
+    its own (Jupyter, nbval) never starts a cluster of its own. Results are identical either way (with
+    the same ``threads``).
+    """
+    executor, scheduler, _ = resolve(executor, scheduler, default="dask" if workers is not None else "serial")
+    return run_grid(configs, out, executor=executor, scheduler=scheduler if executor == "dask" else None,
+                    workers=workers, threads=threads, progress=progress)

@@ -1,5 +1,5 @@
 """The task graph of a grid: one task per distinct run, and one dense-training task per distinct dense
-model that the runs start from (when :mod:`lqtheory.runs.experiment` has ``dense_id``/``ensure_dense``).
+model that the runs start from (:mod:`lqtheory.runs.dense`).
 
 Pure bookkeeping, no Dask: :func:`plan_grid` is what the executor submits, and what the tests check.
 Task keys name the run (or dense) id and the run store, so two clients that submit the same run into
@@ -13,6 +13,8 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from lqtheory.runs import dense as dense_artifacts
 
 __all__ = ["DenseTask", "GridPlan", "RunTask", "dense_stage", "plan_grid", "store_tag"]
 
@@ -56,9 +58,9 @@ def store_tag(out: str | os.PathLike) -> str:
 
 
 def dense_stage() -> tuple[Callable, Callable] | None:
-    """``(dense_id, ensure_dense)`` from :mod:`lqtheory.runs.experiment` when it has them, else None."""
-    from lqtheory.runs import experiment
-    dense_id, ensure_dense = getattr(experiment, "dense_id", None), getattr(experiment, "ensure_dense", None)
+    """``(dense_id, ensure_dense)`` from :mod:`lqtheory.runs.dense` when it has them, else None."""
+    dense_id = getattr(dense_artifacts, "dense_id", None)
+    ensure_dense = getattr(dense_artifacts, "ensure_dense", None)
     return (dense_id, ensure_dense) if callable(dense_id) and callable(ensure_dense) else None
 
 

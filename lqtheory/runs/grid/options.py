@@ -3,15 +3,10 @@
 
 from __future__ import annotations
 
-from lqtheory.runs.grid.executor import ENV_EXECUTOR, ENV_SCHEDULER, EXECUTORS
+from lqtheory.common.checks import positive_int_argument
+from lqtheory.runs.grid.settings import ENV_EXECUTOR, ENV_SCHEDULER, EXECUTORS
 
 __all__ = ["add_executor_arguments"]
-
-
-def _positive_int(text: str) -> int:
-    from lqtheory.cli.main import _positive_int as parse  # the CLI's one parser of whole-number options
-
-    return parse(text)
 
 
 def add_executor_arguments(parser, *, local_default: str) -> None:
@@ -24,6 +19,6 @@ def add_executor_arguments(parser, *, local_default: str) -> None:
                         help=f"address of a running Dask scheduler, e.g. tcp://host:8786 (default: "
                              f"${ENV_SCHEDULER}); its workers must see the run store (--out; the notebooks' "
                              f"build/runs/) at the same path")
-    parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--workers", type=positive_int_argument, default=None, metavar="N",
                         help="single-threaded worker processes of the local Dask cluster started when no "
                              "scheduler is given (default: one per core; one per GPU with CUDA)")

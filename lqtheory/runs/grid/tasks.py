@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import traceback
 
+import torch
+
+from lqtheory.runs import runner
+from lqtheory.runs.grid.graph import dense_stage
+
 __all__ = ["TaskError", "dense_task", "run_task"]
 
 _MAX_TRACEBACK = 20_000  # characters kept of a worker's traceback
@@ -33,20 +38,16 @@ def _as_text(err: BaseException) -> TaskError:
 def _single_threaded(threads: int) -> None:
     # The nanny sets OMP/MKL threads to 1 through the environment; torch's intra-op pool is set here,
     # so a worker computes exactly what the serial loop computes with the same thread count.
-    import torch
-
     torch.set_num_threads(threads)
 
 
 def dense_task(config, out: str, threads: int) -> str:
     """Train (or find) the dense model of ``config``; returns the artifact's folder. ``ensure_dense``
     trains under the artifact's store claim, so concurrent grids sharing the store never train it twice."""
-    from lqtheory.runs.grid.graph import dense_stage
-
     _single_threaded(threads)
     stage = dense_stage()
     if stage is None:
-        raise RuntimeError("lqtheory.runs.experiment has no dense stage (dense_id/ensure_dense)")
+        raise RuntimeError("lqtheory.runs.dense has no dense stage (dense_id/ensure_dense)")
     _, ensure_dense = stage
     try:
         return str(ensure_dense(config, out))
@@ -56,11 +57,10 @@ def dense_task(config, out: str, threads: int) -> str:
 
 def run_task(config, out: str, threads: int, dense: str | None = None):
     """Run (or resume, or load) ``config`` into the store ``out``; returns the run's records as the
-    DataFrame :meth:`lqtheory.runs.experiment.Results.frame` gives. ``dense`` (the dense task's result)
+    DataFrame :meth:`lqtheory.runs.folder.Results.frame` gives. ``dense`` (the dense task's result)
     only orders this task after its dense stage."""
-    from lqtheory.runs import experiment
     _single_threaded(threads)
     try:
-        return experiment.run_experiment(config, out, progress=False, threads=threads).frame()
+        return runner.run_experiment(config, out, progress=False, threads=threads).frame()
     except Exception as err:  # noqa: BLE001 - sent back as text
         raise _as_text(err) from None
