@@ -270,3 +270,51 @@ def test_missing_data_error_speaks_cli_options(tmp_path, capsys, monkeypatch):
     assert "root=" not in err and "download=True" not in err and "load_dataset" not in err
     assert not (tmp_path / "data" / "MNIST").exists()
 
+
+
+# Every field a user may set has an option (issue #18; issue #22 item 5: --dense-epochs was missing)
+NON_DEFAULT = {  # field -> (command-line text, the value the configuration must hold)
+    "dataset": ("digits", "digits"), "model": ("mlp-16-1-1-relu", "mlp-16-1-1-relu"), "method": ("random", "random"),
+    "scope": ("layer", "layer"), "p": ("0.25", 0.25), "q": ("2", 2.0), "eta": ("0.1", 0.1), "gamma": ("2", 2.0),
+    "beta": ("0.5", 0.5), "rate": ("0.3", 0.3), "iterations": ("3", 3), "epochs": ("2", 2), "seed": ("4", 4),
+    "lr": ("0.1", 0.1), "momentum": ("0.5", 0.5), "nesterov": (None, False), "weight_decay": ("0.001", 0.001),
+    "schedule": ("constant", "constant"), "grad_clip": ("2", 2.0), "batch_size": ("64", 64),
+    "l1_penalty": ("0.01", 0.01), "n_train": ("100", 100), "n_test": ("50", 50), "data_seed": ("3", 3),
+    "stat_p": ("0.25", 0.25), "stat_q": ("2", 2.0), "si_q": ("0.25", 0.25), "device": ("cpu", "cpu"),
+    "dense_epochs": ("7", 7),
+}
+
+
+def _parsed_config(argv):
+    from lqtheory.cli.main import _build, _config_from_args
+
+    parser, prune = _build()
+    return _config_from_args(parser.parse_args(["prune", *argv]), prune)
+
+
+def test_every_settable_config_field_has_a_prune_option():
+    import dataclasses
+
+    from lqtheory.cli.prune_options import option_name
+
+    fields = [f.name for f in dataclasses.fields(ExperimentConfig) if f.init]
+    assert sorted(NON_DEFAULT) == sorted(fields)  # a new field needs a line here (and an option)
+    argv = []
+    for name, (text, _) in NON_DEFAULT.items():
+        argv += [f"--no-{name}"] if text is None else [option_name(name), text]
+    cfg = _parsed_config(argv)
+    for name, (_, expected) in NON_DEFAULT.items():
+        assert getattr(cfg, name) == expected, name
+    defaults = _parsed_config([])
+    for f in dataclasses.fields(ExperimentConfig):  # and every option's default is the field's default
+        if f.default is not dataclasses.MISSING:
+            assert getattr(defaults, f.name) == f.default, f.name
+
+
+def test_dense_epochs_option_names_another_run():
+    base = ["--dataset", "digits", "--model", "mlp-16-1-1-relu", "--device", "cpu"]
+    assert _parsed_config([*base, "--dense-epochs", "3"]).dense_epochs == 3
+    assert _parsed_config([*base, "--dense-epochs", "3"]).run_id() != _parsed_config(base).run_id()
+    with pytest.raises(SystemExit) as exc:
+        _parsed_config([*base, "--dense-epochs", "-1"])
+    assert exc.value.code == 2

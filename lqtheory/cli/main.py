@@ -17,14 +17,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from lqtheory.common.checks import nonnegative_int_argument, positive_int_argument
+from lqtheory.cli.prune_options import add_config_arguments, config_kwargs
+from lqtheory.common.checks import positive_int_argument
 from lqtheory.common.version import VERSION
-from lqtheory.engine.data import DATASETS, DataNotFoundError, dataset_task
+from lqtheory.engine.data import DataNotFoundError, dataset_task
 from lqtheory.engine.device import resolve_device
-from lqtheory.engine.masks import SCOPES
-from lqtheory.engine.models import MODEL_PATTERNS, MODELS
-from lqtheory.engine.pruning import METHODS
-from lqtheory.engine.training import SCHEDULES, TrainingDivergedError
+from lqtheory.engine.training import TrainingDivergedError
 from lqtheory.runs import lease
 from lqtheory.runs.config import ExperimentConfig
 from lqtheory.runs.files import CorruptRunError
@@ -93,47 +91,7 @@ def _table_row(table, record: dict, scope: str) -> str:
 
 
 def _add_prune_arguments(parser: argparse.ArgumentParser) -> None:
-    models = ", ".join([*sorted(MODELS), *(p.form for p in MODEL_PATTERNS)])
-    what = parser.add_argument_group("what to run")
-    what.add_argument("--dataset", default="fashion-mnist", metavar="NAME",
-                      help=f"data set: {', '.join(sorted(DATASETS))}")
-    what.add_argument("--model", default="mlp-128-1-2-relu", metavar="NAME", help=f"model: {models}")
-    what.add_argument("--method", default="sap", choices=sorted(METHODS), help="pruning method")
-    what.add_argument("--scope", default="neuron", choices=SCOPES, help="pruning unit: a neuron, a layer, or all")
-    what.add_argument("--iterations", "-T", type=nonnegative_int_argument, default=10,
-                      help="pruning iterations T after the dense run")
-    what.add_argument("--epochs", "-E", type=nonnegative_int_argument, default=5, help="training epochs per iteration")
-    what.add_argument("--seed", type=nonnegative_int_argument, default=0,
-                      help="seed of the initialisation, batch orders and random pruning")
-
-    prune = parser.add_argument_group("pruning (SAP / SI-adaptive: p, q, eta, gamma, beta; rate methods: rate)")
-    prune.add_argument("--p", type=float, default=0.5, help="PQ Index exponent p (0 < p < q); si-adaptive's q_small")
-    prune.add_argument("--q", type=float, default=1.0, help="PQ Index exponent q (si-adaptive requires 1)")
-    prune.add_argument("--eta", type=float, default=0.0, help="tail-mass ratio eta_r >= 0 of SAP's retained count")
-    prune.add_argument("--gamma", type=float, default=1.0, help="SAP scale gamma > 0 (SI-adaptive's c)")
-    prune.add_argument("--beta", type=float, default=0.9, help="SAP cap beta in [0, 1] on the per-unit prune ratio")
-    prune.add_argument("--rate", type=float, default=0.2,
-                       help="fraction of the remaining weights removed per iteration by one-shot, lottery-ticket, "
-                            "random and bound-optimal")
-
-    tr = parser.add_argument_group("training (SGD, Nesterov momentum, cosine schedule)")
-    tr.add_argument("--lr", type=float, default=0.03, help="learning rate (E2: 0.03, E3: 0.1)")
-    tr.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    tr.add_argument("--no-nesterov", dest="nesterov", action="store_false",
-                    help="plain momentum (default: Nesterov momentum)")
-    tr.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
-    tr.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule")
-    tr.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip (0 disables clipping)")
-    tr.add_argument("--batch-size", type=positive_int_argument, default=250, help="mini-batch size")
-    tr.add_argument("--l1-penalty", type=float, default=0.0, help="l1 penalty on the prunable weights")
-
-    data = parser.add_argument_group("data and machine")
-    data.add_argument("--n-train", type=positive_int_argument, default=None,
-                      help="use a class-balanced subset of this many training examples (default: all)")
-    data.add_argument("--n-test", type=positive_int_argument, default=None,
-                      help="use a class-balanced subset of this many test examples (default: all)")
-    data.add_argument("--data-seed", type=nonnegative_int_argument, default=0, help="seed of the data subsets")
-    data.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    data = add_config_arguments(parser)["data"]  # one option per ExperimentConfig field
     data.add_argument("--threads", type=positive_int_argument, default=None,
                       help="torch CPU threads during the run (default: torch's choice; 1 is fastest for small "
                            "models on shared cores)")
@@ -194,15 +152,7 @@ def _config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
     except (ValueError, TypeError) as err:
         parser.error(f"--device: {err}")
     try:
-        return ExperimentConfig(
-            dataset=args.dataset, model=args.model, method=args.method, scope=args.scope, p=args.p, q=args.q,
-            eta=args.eta, gamma=args.gamma, beta=args.beta, rate=args.rate, iterations=args.iterations,
-            epochs=args.epochs, seed=args.seed, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
-            weight_decay=args.weight_decay, schedule=args.schedule,
-            grad_clip=args.grad_clip if args.grad_clip else None, batch_size=args.batch_size,
-            l1_penalty=args.l1_penalty, n_train=args.n_train, n_test=args.n_test, data_seed=args.data_seed,
-            device=args.device,
-        )
+        return ExperimentConfig(**config_kwargs(args))
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     raise AssertionError("unreachable")  # parser.error exits
