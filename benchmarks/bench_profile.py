@@ -8,7 +8,7 @@ row-wise ``torch.sort`` of the same weights; and growth with the parameter count
 Timed cases (paired, interleaved rounds: ``harness.measure``; ratios are medians over rounds):
 
 * ``sort``: ``torch.sort(|w|, dim=-1)`` on every block of equal row width (the baseline);
-* ``indices+S1``: ``lqtheory.profiler.unit_statistics`` without SAP: PQI, SI, TSI, m(w) (one
+* ``indices+S1``: ``lqtheory.profiler.measure_units`` without SAP: PQI, SI, TSI, m(w) (one
   ``norms.index_set`` call, sharing the norms), Gini, and the S1 kept counts for ε ∈ {0.3, 0.1, 0.03,
   0.01} (one ``required_terms`` call with the 4 values);
 * ``unit_statistics``: the same plus SAP's counts (what ``lqtheory.profile`` computes per unit).
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
 from lqtheory.engine.masks import unit_view  # noqa: E402
-from lqtheory.profiler.measure import Settings, unit_statistics  # noqa: E402
+from lqtheory.profiler.measure import Settings, measure_units  # noqa: E402
 
 
 def minilm_weights() -> tuple[dict[str, torch.Tensor], str]:
@@ -73,7 +73,7 @@ def cases(weights):
             M.index_set(v, settings.p, settings.q, settings.si_q), M.gini_index(v)
             M.required_terms(v, settings.s1_q, list(settings.eps))
 
-    return {"sort": sort, "indices+S1": indices_s1, "unit_statistics": lambda: unit_statistics(weights, settings)}
+    return {"sort": sort, "indices+S1": indices_s1, "unit_statistics": lambda: measure_units(weights, settings)}
 
 
 def main(argv=None) -> int:

@@ -26,17 +26,12 @@ def notebook_env(tmp_path):
     import matplotlib.pyplot as plt
     import torch
 
-    saved = {k: os.environ.get(k) for k in NOTEBOOK_ENV_KEYS}
+    from lqtheory.common.environment import patched_environ
+
     det = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    for k in NOTEBOOK_ENV_KEYS:
-        os.environ.pop(k, None)
-    os.environ["LQTHEORY_FIGURES"] = str(tmp_path / "figs")
-    yield tmp_path / "figs"
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    cleared = {k: None for k in NOTEBOOK_ENV_KEYS}
+    with patched_environ({**cleared, "LQTHEORY_FIGURES": str(tmp_path / "figs")}):
+        yield tmp_path / "figs"
     torch.use_deterministic_algorithms(det, warn_only=warn_only)
     plt.close("all")

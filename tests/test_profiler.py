@@ -17,10 +17,10 @@ from lqtheory.profiler import (
     compare,
     english_corpus,
     masked_weights,
+    measure_units,
     needed_terms,
     profile,
     profiled_weights,
-    unit_statistics,
 )
 from lqtheory.profiler.cli import main as profile_main
 from lqtheory.theory import approximation as A
@@ -70,7 +70,7 @@ def test_unit_statistics_equal_the_package_routines_per_tensor():
     torch.manual_seed(1)
     weights = {"a": torch.randn(5, 7) ** 3, "b": torch.randn(4, 3, 3), "c": torch.randn(6, 7)}
     s = Settings()
-    u = unit_statistics(weights, s)
+    u = measure_units(weights, s)
     flat = {"a": weights["a"], "b": weights["b"].flatten(1), "c": weights["c"]}
     order = ["a", "b", "c"]
     expect = lambda fn: torch.cat([fn(flat[n]) for n in order])  # noqa: E731
@@ -101,7 +101,7 @@ def test_needed_terms_are_the_exact_smallest_counts():
 def test_budget_masks_keep_the_budget_and_masked_weights_restore():
     m = _mlp()
     weights, _, _ = profiled_weights(m)
-    u = unit_statistics(weights)
+    u = measure_units(weights)
     keep = (u.d // 3).clamp_min(1)
     masks = budget_masks(weights, keep)
     assert torch.equal(torch.cat([mk.sum(1) for mk in masks.values()]), keep)

@@ -30,6 +30,8 @@ training without pruning". Iteration ``t = 0`` (the dense stage, ``dense_epochs`
 because its length may differ from the retraining's. Per-iteration comparisons (no fraction grid)
 match the control at the same ``t`` instead, where the two runs share the retraining's batch order
 (the same ``derive_seed(seed, t, "train")``), which removes that source of noise from the difference.
+
+Room: analysis (statistics and comparisons over runs).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from lqtheory.analysis.stats import mean_interval, paired_interval
+from lqtheory.runs.config import ExperimentConfig
 
 __all__ = [
     "CONTROL",
@@ -225,8 +230,6 @@ def summarize(frame, by: str | Sequence[str], value: str = "accuracy", level: fl
     ``hi``, ``n``."""
     import pandas as pd
 
-    from lqtheory.analysis.stats import mean_interval
-
     by = [by] if isinstance(by, str) else list(by)
     _require(frame, (*by, value))
     rows = []
@@ -244,8 +247,6 @@ def summarize_paired(differences, by: str | Sequence[str] = "fraction", level: f
     group ``by``, through :func:`lqtheory.analysis.stats.paired_interval`. Columns: ``by``, ``mean``, ``lo``,
     ``hi``, ``n``."""
     import pandas as pd
-
-    from lqtheory.analysis.stats import paired_interval
 
     by = [by] if isinstance(by, str) else list(by)
     _require(differences, (*by, "a", "b"), "differences")
@@ -305,8 +306,6 @@ def standard_config(profile: str, method: str, scope: str = "neuron", seed: int 
     the method name is part of the run id: to share those runs, build both as
     ``standard_config(profile, "si-adaptive", scope, seed, p=0.5, q=1.0, gamma=1.0)`` (notebook 05 does).
     """
-    from lqtheory.runs.config import ExperimentConfig
-
     s = standard_settings(profile)
     fields = dict(dataset=s["dataset"], model=s["model"], method=method, scope=scope, seed=seed, lr=s["lr"],
                   batch_size=s["batch_size"], n_train=s["n_train"], n_test=s["n_test"],

@@ -14,6 +14,8 @@ An empirical claim is decided from an interval, never from one number:
 
 Everything is computed in float64 with NumPy/SciPy; inputs may be lists, NumPy arrays or torch
 tensors (moved to the CPU).
+
+Room: analysis (statistics and comparisons over runs).
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from typing import Any
 
 import numpy as np
 
-VERDICTS = ("supported", "contradicted", "inconclusive")
+from lqtheory.common.vocabulary import EMPIRICAL_VERDICTS
+
+VERDICTS = EMPIRICAL_VERDICTS  # the three-way verdicts of three_way
 DIRECTIONS = ("above", "below")
+
 
 __all__ = [
     "DIRECTIONS",

@@ -6,6 +6,8 @@ scope, ``p >= q``, negative counts, a device that is not present: exit code 2 wi
 or resumes the experiment in ``<out>/<run_id>/`` (a finished run is only loaded), prints one table row
 per iteration and the run folder's path. Exit code 1 when the run itself fails (missing data, a
 corrupt run folder).
+
+Room: cli (the ``lqtheory`` command; nothing imports it).
 """
 
 from __future__ import annotations

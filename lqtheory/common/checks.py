@@ -1,4 +1,7 @@
-"""Input validation shared by every public routine: errors name the offending argument."""
+"""Input validation shared by every public routine: errors name the offending argument.
+
+Room: common (mechanisms every layer shares; imports nothing else of lqtheory).
+"""
 
 from __future__ import annotations
 

@@ -40,6 +40,8 @@ Where files are looked for (first hit wins):
 * ``digits``: ships inside the scikit-learn wheel; ``teacher-*``: generated at load time.
 
 ``<data>`` is ``$LQTHEORY_DATA`` when set, else the repository's ``data/`` folder.
+
+Room: engine (models, data, masks, pruning, training; knows nothing of run folders).
 """
 
 from __future__ import annotations
@@ -47,9 +49,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
-import hashlib
 import io
-import json
 import os
 import pickle
 import random
@@ -63,7 +63,10 @@ import numpy as np
 import torch
 
 from lqtheory.common.atomic import atomic_open
+from lqtheory.common.digests import sha256_hex, sorted_json
+from lqtheory.common.vocabulary import ENV_DATA
 from lqtheory.engine.device import resolve_device
+from lqtheory.theory.teacher import make_teacher, sample_teacher_data
 
 __all__ = [
     "DATASETS",
@@ -379,7 +382,7 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 def data_dir() -> Path:
     """The data folder: ``$LQTHEORY_DATA`` if set, else ``data/`` at the repository root."""
-    env = os.environ.get("LQTHEORY_DATA")
+    env = os.environ.get(ENV_DATA)
     if env:
         return Path(env).expanduser()
     return Path(__file__).resolve().parents[2] / "data"
@@ -717,7 +720,7 @@ def _load_mnist1d(root=None, download=True) -> Dataset:
     Cached in ``<root or data>/mnist1d.npz`` with a key hashing the generation arguments; a stale or
     unreadable cache is regenerated, and a cache that cannot be written only warns."""
     args = _mnist1d_args()
-    key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()
+    key = sha256_hex(sorted_json(args).encode())
     cache = (Path(root).expanduser() if root is not None else data_dir()) / "mnist1d.npz"
     arrays = None
     source = "mnist1d.make_dataset"
@@ -753,8 +756,6 @@ _TEACHER_SEEDS = {"teacher": 0, "train": 1, "test": 2}  # fixed: the data set, n
 
 
 def _load_teacher(distribution: str) -> Dataset:
-    from lqtheory.theory.teacher import make_teacher, sample_teacher_data
-
     spec = TEACHER_DATA
     teacher = make_teacher(
         spec["input_dim"], spec["depth"], spec["width"], spec["c"], distribution, seed=_TEACHER_SEEDS["teacher"]

@@ -1,4 +1,7 @@
-"""Device selection and determinism, shared by the CLI, the training loop and the notebooks."""
+"""Device selection and determinism, shared by the CLI, the training loop and the notebooks.
+
+Room: engine (models, data, masks, pruning, training; knows nothing of run folders).
+"""
 
 from __future__ import annotations
 

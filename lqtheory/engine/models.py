@@ -17,6 +17,8 @@ matches it against :data:`MODEL_PATTERNS` (parametrised names); never ``eval``. 
 
 Initialisation is PyTorch's default (torchvision's for ResNet-18; Kaiming-normal fan-out for the
 convolutions of ``cnn4``), so it is deterministic given ``torch.manual_seed``.
+
+Room: engine (models, data, masks, pruning, training; knows nothing of run folders).
 """
 
 from __future__ import annotations

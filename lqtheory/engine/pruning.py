@@ -21,6 +21,8 @@ float64 — exactly how ``torch.nn.utils.prune`` turns a float ``amount`` into a
 removes 2 (2.5 rounds to even), and a unit with 2 alive weights loses none at rate 0.2 (0.4 → 0).
 The rate is a fraction of what *remains*, so after k steps at rate ρ about ``(1 − ρ)^k`` of the weights
 are left. SAP/SI-adaptive use their own count (:func:`lqtheory.theory.selection.sap_prune_counts`).
+
+Room: engine (models, data, masks, pruning, training; knows nothing of run folders).
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ The learning rate follows a cosine schedule per optimisation step,
 ``lr_k = lr · ½ (1 + cos(π k / K))`` with ``K`` the total number of steps, the per-step form of the
 cosine annealing the papers use per epoch (it also decays within a single epoch, which matters at the
 tiny epoch counts of the ``ci`` profile).
+
+Room: engine (models, data, masks, pruning, training; knows nothing of run folders).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lqtheory.common.vocabulary import ENV_PROGRESS
 from lqtheory.engine.device import resolve_device
+from lqtheory.engine.models import prunable_parameters
 
 if TYPE_CHECKING:
     from lqtheory.engine.data import Dataset
@@ -188,7 +192,7 @@ def progress_enabled(progress: bool | None = None) -> bool:
     under papermill/nbval and CI logs stay quiet and stable."""
     if progress is not None:
         return bool(progress)
-    env = os.environ.get("LQTHEORY_PROGRESS", "").strip().lower()
+    env = os.environ.get(ENV_PROGRESS, "").strip().lower()
     if env in ("0", "false", "no", "off"):
         return False
     if env in ("1", "true", "yes", "on"):
@@ -273,8 +277,6 @@ def _masked_parameters(
 
 
 def _prunable(model: nn.Module) -> list[nn.Parameter]:
-    from lqtheory.engine.models import prunable_parameters
-
     return list(prunable_parameters(model).values())
 
 

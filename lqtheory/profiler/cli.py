@@ -2,6 +2,8 @@
 
 Bad input (an unknown file format, a state dict without ``--arch``, weights that do not fit the
 architecture, a model with no prunable layers, unknown data) prints one line on stderr and exits 2.
+
+Room: profiler (``lqtheory profile``: how compressible is any model).
 """
 
 from __future__ import annotations
@@ -9,6 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from lqtheory.common.atomic import atomic_write_text
+from lqtheory.profiler import ProfileInputError, compare, profile
+from lqtheory.profiler.report import combined_html
 
 USAGE_ERROR = 2
 
@@ -94,9 +100,6 @@ def run(args: argparse.Namespace, out=None) -> int:
     out = out if out is not None else sys.stdout
     import torch
 
-    from lqtheory.profiler import ProfileInputError, compare, profile
-    from lqtheory.profiler.report import _write, combined_html
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.save_export and (args.export is None or len(args.models) != 1):
@@ -142,14 +145,14 @@ def run(args: argparse.Namespace, out=None) -> int:
     if args.json:
         body = {"profiles": [p.to_dict() for p in profiles],
                 "comparison": comparison.to_dict() if comparison else None}
-        _write(args.json, json.dumps(body, indent=1, default=str))
+        atomic_write_text(args.json, json.dumps(body, indent=1, default=str))
         print(f"json: {args.json}", file=out)
     if args.markdown:
         text = "\n\n".join(([comparison.to_markdown()] if comparison else []) + [p.to_markdown() for p in profiles])
-        _write(args.markdown, text)
+        atomic_write_text(args.markdown, text)
         print(f"markdown: {args.markdown}", file=out)
     if args.html:
-        _write(args.html, combined_html(profiles, comparison))
+        atomic_write_text(args.html, combined_html(profiles, comparison))
         print(f"html: {args.html}", file=out)
     return 0
 

@@ -9,6 +9,8 @@ Steps (each a batched call per block of equal row width, never a per-neuron loop
    degradation, and check the S1 guarantee unit by unit; for plain ReLU MLPs also the S4 bound
    (:func:`lqtheory.theory.bounds.network_bound`) beside the observed deviation;
 3. optionally (``export=True``): a physically smaller dense model (:mod:`lqtheory.profiler.export`).
+
+Room: profiler (``lqtheory profile``: how compressible is any model).
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import pandas as pd
 import torch
 
 from lqtheory.engine.masks import unit_view
+from lqtheory.engine.models import mlp_biases, mlp_weights
 from lqtheory.profiler.evaluate import Evaluator, resolve_data
+from lqtheory.profiler.export import export_structured
 from lqtheory.profiler.loading import Loaded, ProfileInputError, load_model
-from lqtheory.profiler.measure import CURVE_EPS, Settings, needed_terms, profiled_weights, unit_statistics
+from lqtheory.profiler.measure import CURVE_EPS, Settings, measure_units, needed_terms, profiled_weights
 from lqtheory.profiler.report import Profile
-from lqtheory.theory.approximation import best_s_term_error
+from lqtheory.theory.approximation import best_s_term_error, required_terms
+from lqtheory.theory.bounds import network_bound
 from lqtheory.theory.norms import gini_index, pq_index, si_implied_size, sparsity_index
 from lqtheory.theory.selection import magnitude_prune
 
@@ -138,8 +143,6 @@ def _tables(label, weights, kinds, units, mask, s: Settings, curve_eps):
         summary[f"kept@{_eps_label(e)}"] = float(units.keep[i].sum()) / all_d
 
     # compressibility curve: kept fraction against ε, S1-predicted and actually needed, per layer and model
-    from lqtheory.theory.approximation import required_terms
-
     view = unit_view(weights, "neuron", mask)
     pred = torch.cat([required_terms(v, s.s1_q, list(curve_eps), mask=None if mask is None else m)
                       for v, m in view.blocks], dim=1)
@@ -195,9 +198,6 @@ def _verify(loaded: Loaded, weights, units, transposed, evaluator: Evaluator, s:
 
 def _mlp_bound(loaded: Loaded, all_budgets, evaluator: Evaluator, s: Settings):
     """S4 for a plain ReLU MLP: the observed deviation and the oracle and lq bounds at each ε's budgets."""
-    from lqtheory.engine.models import mlp_biases, mlp_weights
-    from lqtheory.theory.bounds import network_bound
-
     try:
         ws = [w.detach() for w in mlp_weights(loaded.model)]
         bs = [b.detach() for b in mlp_biases(loaded.model)]
@@ -245,7 +245,7 @@ def profile(model, data=None, *, arch: str | None = None, eps=None, settings: Se
         mask = {n: (loaded.mask[n].t() if n in transposed else loaded.mask[n]) for n in weights if n in loaded.mask}
         mask.update({n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items() if n not in mask})
     with torch.no_grad():
-        units = unit_statistics(weights, s, mask)
+        units = measure_units(weights, s, mask)
         unit_df, layer_df, summary, curves = _tables(loaded.label, weights, kinds, units, mask, s,
                                                      sorted(set(curve_eps) | set(s.eps), reverse=True))
     prof = Profile(label=loaded.label, source=loaded.source, settings=s, units=unit_df, layers=layer_df,
@@ -260,8 +260,6 @@ def profile(model, data=None, *, arch: str | None = None, eps=None, settings: Se
         if loaded.modality == "tensor":
             prof.bound = _mlp_bound(loaded, _budgets(units, weights, mask, s), evaluator, s)
         if export is not False:
-            from lqtheory.profiler.export import export_structured
-
             at = 0.1 if export is True else float(export)
             prof.export = export_structured(loaded, evaluator, s1_q=s.s1_q, eps=at)
     elif export is not False:

@@ -11,6 +11,8 @@
   (``load_sample_images``: a temple in China and a flower); unlabelled, so ImageNet models are measured
   by output drift and top-1 agreement with the dense model, not accuracy;
 * a ``.txt`` file (one text per line) or a ``.pt`` file holding a tensor ``x`` or a dict ``{"x", "y"}``.
+
+Room: profiler (``lqtheory profile``: how compressible is any model).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from lqtheory.engine.data import DATASETS, load_dataset
 from lqtheory.profiler.loading import Loaded, ProfileInputError
 
 __all__ = ["Batch", "resolve_data", "english_corpus", "sample_images", "Evaluator"]
@@ -78,8 +81,6 @@ def sample_images(n: int = 32, size: int = 224, seed: int = 0) -> torch.Tensor:
 
 def resolve_data(data, loaded: Loaded, n: int = 256) -> Batch | None:
     """The verification batch for ``loaded`` (see the module docstring); None when there is no data."""
-    from lqtheory.engine.data import DATASETS, load_dataset
-
     if data is None and loaded.dataset is not None:
         data = loaded.dataset
     if data is None:

@@ -11,6 +11,8 @@ coupled layer (the next layer's inputs, BatchNorm channels, depthwise convolutio
 The output layer is never pruned; in transformers only the FFN intermediate neurons are (attention
 heads stay whole). The result is measured: parameters, multiply-adds, CPU wall-clock time of a forward
 pass on the verification data, and the output drift against the dense model.
+
+Room: profiler (``lqtheory profile``: how compressible is any model).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 import torch
 from torch import nn
 
+from lqtheory.profiler.evaluate import Evaluator
 from lqtheory.profiler.measure import needed_terms
 from lqtheory.theory.approximation import required_terms
 
@@ -103,8 +106,6 @@ def export_structured(loaded, evaluator, *, s1_q: float = 0.5, eps: float = 0.1,
         def encode(texts, _st=small_model):
             return _st.encode(list(texts), convert_to_tensor=True, batch_size=64, show_progress_bar=False).float()
         small_loaded.encode = encode
-    from lqtheory.profiler.evaluate import Evaluator
-
     small_eval = Evaluator(small_loaded, evaluator.batch)
     small_out = small_eval.outputs()
     measures = evaluator.compare(dense_out, small_out)

@@ -3,6 +3,8 @@ architecture, a run folder of this project, or a local Hugging Face / sentence-t
 
 Every problem with the input raises :class:`ProfileInputError` (a ``ValueError``) with a one-line
 message; the CLI prints it and exits with code 2.
+
+Room: profiler (``lqtheory profile``: how compressible is any model).
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from lqtheory.engine.data import load_dataset
+from lqtheory.engine.models import build_model
+from lqtheory.runs import CorruptRunError, load_checkpoint, load_run
 
 __all__ = ["ProfileInputError", "Loaded", "load_model", "build_arch", "STATE_DICT_SUFFIXES"]
 
@@ -76,8 +82,6 @@ def build_arch(arch: str, state: dict | None = None, input_shape: tuple[int, ...
         if not isinstance(model, nn.Module):
             _fail(f"--arch {arch}: calling it gave a {type(model).__name__}, not an nn.Module")
         return model
-    from lqtheory.engine.models import build_model
-
     first, last = _first_and_last(state or {})
     if input_shape is None:
         if first is None:
@@ -152,10 +156,6 @@ def _load_file(path: Path, arch: str | None, input_shape) -> Loaded:
 
 
 def _load_run(path: Path) -> Loaded:
-    from lqtheory.engine.data import load_dataset
-    from lqtheory.engine.models import build_model
-    from lqtheory.runs import CorruptRunError, load_checkpoint, load_run
-
     try:
         results = load_run(path)
         ckpt = load_checkpoint(path)

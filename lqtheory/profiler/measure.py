@@ -10,6 +10,8 @@ All statistics come from the package's batched routines, run once per block of e
 :func:`~lqtheory.theory.norms.gini_index`, :func:`~lqtheory.theory.norms.si_implied_size` (the four norm-based ones
 at once through :func:`~lqtheory.theory.norms.index_set`, which shares their norms),
 :func:`lqtheory.theory.approximation.required_terms` (S1) and :func:`lqtheory.theory.selection.sap_prune_counts`.
+
+Room: profiler (``lqtheory profile``: how compressible is any model).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from lqtheory.theory.approximation import required_terms
 from lqtheory.theory.norms import gini_index, index_set, sort_magnitudes
 from lqtheory.theory.selection import sap_prune_counts
 
-__all__ = ["DEFAULT_EPS", "CURVE_EPS", "Settings", "Units", "profiled_weights", "unit_statistics", "needed_terms"]
+__all__ = ["DEFAULT_EPS", "CURVE_EPS", "Settings", "Units", "profiled_weights", "measure_units", "needed_terms"]
 
 DEFAULT_EPS = (0.3, 0.1, 0.03, 0.01)
 #: ε grid of the compressibility curves (relative ℓ1 tail), log-spaced
@@ -133,7 +135,7 @@ def _block_stats(v: torch.Tensor, m: torch.Tensor | None, s: Settings) -> dict[s
     )
 
 
-def unit_statistics(weights: dict[str, torch.Tensor], settings: Settings | None = None, mask=None) -> Units:
+def measure_units(weights: dict[str, torch.Tensor], settings: Settings | None = None, mask=None) -> Units:
     """Indices and budgets of every unit of ``weights`` (name → tensor, rows = units), batched per block
     of equal row width. ``mask`` (name → bool tensor, True = alive) excludes pruned entries."""
     s = settings or Settings()

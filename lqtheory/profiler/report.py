@@ -1,5 +1,8 @@
 """The :class:`Profile` a profiling run returns, its exports (JSON, Markdown, one self-contained HTML
-file with the plots embedded as base64 PNG) and :func:`compare` for several models of one architecture."""
+file with the plots embedded as base64 PNG) and :func:`compare` for several models of one architecture.
+
+Room: profiler (``lqtheory profile``: how compressible is any model).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from lqtheory.common.atomic import atomic_write_text
+from lqtheory.common.formatting import markdown_table
+
 __all__ = ["Profile", "Comparison", "compare", "combined_html"]
 
 _MASKS_NOTE = (
@@ -21,8 +27,6 @@ _MASKS_NOTE = (
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    from lqtheory.common.formatting import markdown_table
-
     return markdown_table(df, floatfmt=floatfmt)
 
 
@@ -45,13 +49,6 @@ def _png(fig) -> str:
     fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _write(path, text: str) -> None:
-    from lqtheory.common.atomic import atomic_open
-
-    with atomic_open(path) as fh:
-        fh.write(text.encode("utf-8"))
 
 
 def _jsonable(df: pd.DataFrame | None):
@@ -161,7 +158,7 @@ class Profile:
     def to_json(self, path=None, units: bool = False) -> str:
         text = json.dumps(self.to_dict(units), indent=1, default=str)
         if path is not None:
-            _write(path, text)
+            atomic_write_text(path, text)
         return text
 
     def _sections(self, timings: bool = True):
@@ -215,7 +212,7 @@ class Profile:
                 lines.append(_md(x) + "\n")
         text = "\n".join(lines)
         if path is not None:
-            _write(path, text)
+            atomic_write_text(path, text)
         return text
 
     def to_html(self, path=None, timings: bool = True) -> str:
@@ -223,7 +220,7 @@ class Profile:
         export (machine- and load-dependent), for a copy that must be byte-stable."""
         text = _page(f"lqtheory profile: {self.label}", self.html_body(timings))
         if path is not None:
-            _write(path, text)
+            atomic_write_text(path, text)
         return text
 
     def html_body(self, timings: bool = True) -> str:
@@ -287,7 +284,7 @@ class Comparison:
     def to_html(self, path=None) -> str:
         text = _page("lqtheory profile: comparison", self.html_body())
         if path is not None:
-            _write(path, text)
+            atomic_write_text(path, text)
         return text
 
     def html_body(self) -> str:

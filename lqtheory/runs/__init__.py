@@ -2,8 +2,8 @@
 
 The config and its hashing, the run folder's checked files, the shared dense stage, the loop and its
 driver, the run-folder lease (one process computes a run) and the grid executor on Dask
-(:mod:`lqtheory.runs.grid`); the names most callers need are re-exported here. Built on :mod:`lqtheory.engine`; analysis, the workbench and the CLI
-sit above it.
+(:mod:`lqtheory.runs.grid`); the names most callers need are re-exported here. Built on
+:mod:`lqtheory.engine`; analysis, the workbench and the CLI sit above it.
 """
 
 from lqtheory.runs.config import FORMAT_VERSION, ExperimentConfig, derive_seed

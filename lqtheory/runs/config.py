@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import torch
 
 from lqtheory.common.checks import check_exponent
+from lqtheory.common.digests import sha256_bytes, sha256_hex, sorted_json
 from lqtheory.engine.data import DATASETS, canonical_name
 from lqtheory.engine.device import resolve_device
 from lqtheory.engine.models import MODEL_PATTERNS, MODELS
@@ -208,8 +207,8 @@ class ExperimentConfig:
 
     def run_id(self) -> str:
         """Short hash (12 hex digits) of :meth:`hashed_fields` (OpenLTH style)."""
-        payload = json.dumps({"format": FORMAT_VERSION, **self.hashed_fields()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:_HASH_LEN]
+        payload = sorted_json({"format": FORMAT_VERSION, **self.hashed_fields()})
+        return sha256_hex(payload.encode())[:_HASH_LEN]
 
     def run_dir(self, out_root: str | os.PathLike = "runs") -> Path:
         """``<out_root>/<run_id>``."""
@@ -248,4 +247,4 @@ def derive_seed(seed: int, *parts: int | str) -> int:
     uninterrupted run draws.
     """
     text = "/".join(str(x) for x in (seed, *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") & (2**63 - 1)
+    return int.from_bytes(sha256_bytes(text.encode())[:8], "big") & (2**63 - 1)

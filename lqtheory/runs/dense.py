@@ -7,7 +7,6 @@ reads it back checked.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import shutil
@@ -19,6 +18,7 @@ from typing import Any
 
 import torch
 
+from lqtheory.common.digests import canonical_json, sha256_hex
 from lqtheory.common.version import VERSION
 from lqtheory.engine.device import resolve_device
 from lqtheory.engine.models import build_model
@@ -26,10 +26,8 @@ from lqtheory.engine.training import Callback, evaluate, progress_enabled, train
 from lqtheory.runs.config import FORMAT_VERSION, ExperimentConfig, derive_seed, torch_threads
 from lqtheory.runs.files import (
     CorruptRunError,
-    canonical_json,
     read_checked_json,
     read_checkpoint,
-    sha256_hex,
     write_checked_json,
     write_checkpoint,
 )
@@ -71,7 +69,7 @@ def dense_id(config: ExperimentConfig) -> str:
     """Short hash (16 hex digits) of :func:`dense_identity`: the name of the dense artifact
     ``<out>/dense/<dense_id>/`` shared by every run that starts from the same dense trained model."""
     payload = canonical_json({"format": DENSE_FORMAT, **dense_identity(config)})
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return sha256_hex(payload.encode())[:16]
 
 
 def dense_dir(config: ExperimentConfig, out) -> Path:

@@ -8,7 +8,6 @@ only: a compression ratio or speed-up that is infinite is written as ``null`` an
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -17,12 +16,12 @@ from pathlib import Path
 import torch
 
 from lqtheory.common.atomic import atomic_write_bytes
+from lqtheory.common.digests import canonical_json, sha256_bytes, sha256_hex
 
 __all__ = [
     "CorruptRunError",
     "DataMismatchError",
     "INFINITE_WHEN_NULL",
-    "canonical_json",
     "checkpoint_file",
     "config_file",
     "json_safe",
@@ -32,7 +31,6 @@ __all__ = [
     "records_from_json",
     "remove_stale_temporaries",
     "results_file",
-    "sha256_hex",
     "verified_checkpoint_payload",
     "write_checked_json",
     "write_checkpoint",
@@ -50,13 +48,6 @@ class DataMismatchError(CorruptRunError):
     """A stored run or dense artifact was made on other data than the data loaded now (its data
     fingerprint differs, or it has none). The message names both fingerprints."""
 
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def canonical_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 #: Record fields whose value is infinite when nothing remains (``total / 0``): written as JSON ``null``
@@ -116,7 +107,7 @@ def write_checkpoint(path: Path, obj: dict) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     payload = buf.getvalue()
-    atomic_write_bytes(path, _CKPT_MAGIC + hashlib.sha256(payload).digest() + payload)
+    atomic_write_bytes(path, _CKPT_MAGIC + sha256_bytes(payload) + payload)
 
 
 def verified_checkpoint_payload(path: Path, data: bytes | None = None) -> bytes:
@@ -126,7 +117,7 @@ def verified_checkpoint_payload(path: Path, data: bytes | None = None) -> bytes:
     if len(data) < head or data[: len(_CKPT_MAGIC)] != _CKPT_MAGIC:
         raise CorruptRunError(f"{path} is not an lqtheory checkpoint (bad header)")
     payload = data[head:]
-    if hashlib.sha256(payload).digest() != data[len(_CKPT_MAGIC) : head]:
+    if sha256_bytes(payload) != data[len(_CKPT_MAGIC) : head]:
         raise CorruptRunError(f"{path} does not match its checksum: truncated or damaged")
     return payload
 

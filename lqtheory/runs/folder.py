@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from lqtheory.common.digests import sha256_hex
 from lqtheory.engine.masks import Mask
 from lqtheory.runs.config import ExperimentConfig
 from lqtheory.runs.files import (
@@ -26,7 +27,6 @@ from lqtheory.runs.files import (
     read_checkpoint,
     records_from_json,
     results_file,
-    sha256_hex,
     verified_checkpoint_payload,
 )
 

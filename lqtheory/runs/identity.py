@@ -8,11 +8,11 @@ reloading or resuming with data whose fingerprint differs raises
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
 
 import torch
 
+from lqtheory.common.digests import sha256_stream
 from lqtheory.engine.data import load_dataset
 from lqtheory.runs.config import ExperimentConfig
 from lqtheory.runs.files import DataMismatchError
@@ -32,7 +32,7 @@ def data_fingerprint(data) -> str:
     the same fingerprint, other files (or another split) give another. Computed on CPU copies, so it
     does not depend on the device.
     """
-    h = hashlib.sha256(b"lqtheory-data-v1")
+    h = sha256_stream(b"lqtheory-data-v1")
     for name in ("x_train", "y_train", "x_test", "y_test"):
         t = getattr(data, name).detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from lqtheory.engine.masks import Mask, SCOPES
+from lqtheory.common.digests import sha256_hex
+from lqtheory.engine.masks import SCOPES, Mask
 from lqtheory.engine.models import count_multiply_adds, prunable_parameters
 from lqtheory.engine.pruning import prune_step, unit_statistics
 from lqtheory.engine.training import Callback, evaluate, train
@@ -37,7 +38,6 @@ from lqtheory.runs.files import (
     checkpoint_file,
     mask_file,
     results_file,
-    sha256_hex,
     write_checked_json,
     write_checkpoint,
 )

@@ -9,6 +9,8 @@ terms and RMS error ``<= C ||w||_q m^(1/2 - 1/q)`` [paper: Gao-Ing-Yang Thm 2; c
 Same conventions as :mod:`lqtheory.theory.norms`: any shape, reduce over ``dim``, optional boolean ``mask``
 (True = alive; masked entries are never kept, never sampled and come out as 0), no Python loops over
 units, any device. Ties between equal magnitudes go to the lower index on every device.
+
+Room: theory (the paper's mathematics; imports only lqtheory.common).
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ Penalties ``lam`` are given per layer (one number for all layers, or ``depth + 1
 layers 1..L then the output layer). With ``relative=True`` a number ``α`` means ``α · λ_max`` of each
 fitted problem (``λ_max = ||X_c^T y_c||_∞ / n``, the smallest penalty that selects nothing), which makes
 one ``α`` comparable across layers and teachers of very different scales.
+
+Room: theory (the paper's mathematics; imports only lqtheory.common).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ Conventions shared by every routine here:
   ``s = 0`` it is ``||w||_q`` (the whole mass, ``||w||_1 <= ||w||_q``), i.e. ``max(s, 1)`` replaces ``s``.
   The ℓ2 analogue ``||w||_q s^(1/2-1/q)`` follows the same two rules.
 * No Python loop runs over neurons or inputs; :func:`network_bound` loops over layers only.
+
+Room: theory (the paper's mathematics; imports only lqtheory.common).
 """
 
 from __future__ import annotations

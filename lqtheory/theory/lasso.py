@@ -39,6 +39,8 @@ than it saves.
 
 Precision: the gap is computed from the Gram form, so its rounding error is about
 ``eps * ||y_c||^2 / n``. In float64 tolerances down to ~1e-12 are meaningful, in float32 down to ~1e-5.
+
+Room: theory (the paper's mathematics; imports only lqtheory.common).
 """
 
 from __future__ import annotations

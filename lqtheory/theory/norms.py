@@ -11,6 +11,8 @@ vector: PQI 0, SI 1, TSI ``d^(1-1/q)`` (1 when ``d = 0``), Gini 0, tail-mass rat
 ``si_implied_size`` and ``retained_count_bound`` ``d (1+η)^(...)`` (0 when ``d = 0``).
 These choices keep the identities ``SI = 1/(1 - I_{q,1})`` and ``TSI = d^(1-1/q) SI`` true everywhere,
 and make SAP leave such a unit alone.
+
+Room: theory (the paper's mathematics; imports only lqtheory.common).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ N(0, 1); inputs ``x ~ N(0, I_p)`` [paper: draft simulation section, E1]. Heavier
 
 Teachers are drawn on the CPU in float64 from a seeded ``torch.Generator`` and then moved to the
 requested device and dtype, so the same seed gives the same teacher on every device.
+
+Room: theory (the paper's mathematics; imports only lqtheory.common).
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ the registry file. Notebooks evaluate registered claims only (``run.claim`` / ``
 
 The registry used by a notebook run is ``$LQTHEORY_CLAIMS`` when set, else
 ``<repo>/notebooks/claims.toml``.
+
+Room: workbench (what turns the notebooks into a reproducible paper).
 """
 
 from __future__ import annotations
@@ -33,22 +35,20 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from lqtheory.common.vocabulary import ENV_CLAIMS, PROFILES
+
 try:  # Python >= 3.11
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-ENV_CLAIMS = "LQTHEORY_CLAIMS"
 PROVENANCES = ("paper", "derived")
 KINDS = ("theorem", "empirical")
 DIRECTIONS = ("above", "below")
-THEOREM_VERDICTS = ("holds", "violated")
-EMPIRICAL_VERDICTS = ("supported", "contradicted", "inconclusive")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.<>=\-]*$")
 _REQUIRED = ("id", "notebook", "statement", "provenance", "kind")
 _EMPIRICAL = ("metric", "threshold", "direction", "rationale")
 _OPTIONAL = ("over", "note")
-PROFILES = ("ci", "default", "paper")
 
 
 class RegistryError(ValueError):

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lqtheory.common.formatting import format_measured, format_number
+from lqtheory.common.vocabulary import NEGATIVE_VERDICTS, POSITIVE_VERDICTS
 from lqtheory.workbench.session import Session
 
 __all__ = [
@@ -17,8 +18,6 @@ __all__ = [
     "verdict_class",
 ]
 
-_POSITIVE_VERDICTS = ("holds", "supported")
-_NEGATIVE_VERDICTS = ("does not hold", "does not reproduce", "contradicted", "violated")
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_<>|~$\[\]#])")
 
 
@@ -26,9 +25,9 @@ def verdict_class(verdict: str) -> str:
     """``"positive"`` (holds, supported), ``"negative"`` (does not hold/reproduce, contradicted,
     violated) or ``"open"`` (inconclusive, or any verdict word this module does not know)."""
     word = str(verdict).strip().lower()
-    if word in _POSITIVE_VERDICTS:
+    if word in POSITIVE_VERDICTS:
         return "positive"
-    if word in _NEGATIVE_VERDICTS:
+    if word in NEGATIVE_VERDICTS:
         return "negative"
     return "open"
 

@@ -11,6 +11,8 @@ notebooks wrote (``<figures dir>/claims/<notebook>.json``). Verdict words match 
 :func:`ledger_markdown` renders one table per notebook with left-aligned statements and numbers that
 never break across lines; :func:`ledger_styler` gives the same table as a pandas ``Styler`` with
 coloured verdicts for the notebook's HTML output. Both are deterministic (byte-identical reruns).
+
+Room: workbench (what turns the notebooks into a reproducible paper).
 """
 
 from __future__ import annotations

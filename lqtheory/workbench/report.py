@@ -14,6 +14,8 @@ and without MathJax every formula stays readable as its TeX source (``$\\sigma_s
 
 ``python -m lqtheory.workbench.report BUILD_DIR [--figures DIR] [--out FILE]`` builds a report from a folder of
 executed notebooks by hand.
+
+Room: workbench (what turns the notebooks into a reproducible paper).
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lqtheory.common.atomic import atomic_write_text
 from lqtheory.common.formatting import format_measured, format_number
+from lqtheory.common.vocabulary import ENV_MATHJAX
 from lqtheory.workbench.findings import verdict_class
 from lqtheory.workbench.paths import is_aggregator, repo_root
 
-ENV_MATHJAX = "LQTHEORY_MATHJAX"  # path or URL of MathJax.js / tex-*.js to reference instead of the search
 MATHJAX_CDN = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"
 LOCAL_MATHJAX = (  # MathJax 2 copies that may exist on a machine (Debian package, Jupyter server extension)
     "/usr/share/javascript/mathjax/MathJax.js",
@@ -342,9 +345,7 @@ from the papers; [derived]: proved in this project), the measured evidence and t
 </main></body></html>
 """
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(out)
+    atomic_write_text(out, doc)
     return {"path": out, "notebooks": len(paths), "claims": n_claims, "mathjax": mathjax_url, **totals}
 
 

@@ -1,4 +1,4 @@
-"""``lqtheory reproduce``: execute the notebooks with papermill, with caching and a claims summary.
+"""``lqtheory reproduce`` (workbench room): execute the notebooks with papermill, with caching and a claims summary.
 
 Every notebook in ``notebooks/`` (sorted by name; the aggregators ``99_*`` such as the claims ledger
 run last, after all others have finished) is executed with papermill at one profile. Executed copies
@@ -29,38 +29,29 @@ from __future__ import annotations
 
 import argparse
 import ast
-import functools
-import hashlib
-import json
-import multiprocessing
 import os
 import sys
-import threading
-import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lqtheory.common.vocabulary import ENV_BATCH, ENV_FIGURES, ENV_PROGRESS, PROFILES
+from lqtheory.common.vocabulary import ENV_FIGURES, PROFILES
+from lqtheory.engine.device import resolve_device
+from lqtheory.runs.grid.cluster import SharedCluster, gpu_count
+from lqtheory.runs.grid.options import add_executor_arguments
+from lqtheory.workbench.cache import cache_key, cache_valid, package_digest, registry_digest
+from lqtheory.workbench.execution import Console, Outcome, Task, kernel_environment, run_tasks, write_committed
 from lqtheory.workbench.linter import check_notebook
 from lqtheory.workbench.parameters import papermill_parameters, parameters_cell
 from lqtheory.workbench.paths import claims_path, figures_dir, is_aggregator, repo_root
 from lqtheory.workbench.records import read_claims
+from lqtheory.workbench.report import build_report, default_report_path
 
-KERNEL = "python3"
 USAGE_ERROR = 2
-PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole lqtheory package
 
 
 class UsageError(ValueError):
     """A problem found before executing anything (reported with exit code 2)."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Discovery and selection
 
 
 def list_notebooks(notebooks_dir: str | os.PathLike) -> list[Path]:
@@ -133,306 +124,6 @@ def preflight(paths: Sequence[Path], parameters: dict[str, Any]) -> None:
         raise UsageError("\n  ".join(["notebook check failed:", *problems]))
 
 
-# ----------------------------------------------------------------------------------------------
-# Cache keys
-
-
-def _sha(*parts: bytes) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(len(part).to_bytes(8, "little"))
-        h.update(part)
-    return h.hexdigest()
-
-
-def source_digest(path: str | os.PathLike) -> str:
-    """Hash of a notebook's cells' types, sources and tags: outputs and metadata do not count."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    cells = [[c.cell_type, c.source, sorted(c.get("metadata", {}).get("tags", []))] for c in nb.cells]
-    return _sha(json.dumps(cells, sort_keys=True).encode())
-
-
-def package_digest(package_dir: str | os.PathLike | None = None) -> str:
-    """Hash of every ``*.py`` file of the package (relative path and bytes)."""
-    root = Path(package_dir) if package_dir is not None else PACKAGE_DIR
-    parts = []
-    for path in sorted(root.rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
-        parts += [path.relative_to(root).as_posix().encode(), path.read_bytes()]
-    return _sha(*parts)
-
-
-def cache_key(path: Path, parameters: dict[str, Any], figures: Path, package: str,
-              extra_files: Iterable[Path] = ()) -> str:
-    """What decides whether a notebook must run again."""
-    extra = [p.name.encode() + b"\0" + p.read_bytes() for p in sorted(extra_files) if p.is_file()]
-    params = json.dumps(parameters, sort_keys=True, default=repr).encode()
-    return _sha(source_digest(path).encode(), params, str(figures).encode(), package.encode(), *extra)
-
-
-def _cache_valid(stamp: Path, key: str, claims: Path) -> bool:
-    """The stamp matches and the outputs the notebook recorded still exist."""
-    try:
-        if json.loads(stamp.read_text())["key"] != key:
-            return False
-        record = read_claims(claims)
-    except (OSError, ValueError, KeyError):
-        return False
-    return all((claims.parent.parent / name).exists() for name in record.get("artifacts", []))
-
-
-# ----------------------------------------------------------------------------------------------
-# Execution
-
-
-@dataclass
-class Task:
-    name: str
-    source: Path
-    output: Path
-    parameters: dict[str, Any]
-    cwd: Path
-    claims: Path
-    stamp: Path | None = None
-    key: str | None = None
-    timeout: float | None = None
-    position: str = ""
-
-
-@dataclass
-class Outcome:
-    name: str
-    status: str  # done | cached | FAILED
-    elapsed: float = 0.0
-    error: str = ""
-    details: list[str] = field(default_factory=list)
-
-
-def _excerpt(source: str, lines: int = 2, width: int = 100) -> list[str]:
-    kept = [ln for ln in source.splitlines() if ln.strip()][:lines]
-    return [ln if len(ln) <= width else ln[: width - 1] + "…" for ln in kept]
-
-
-def _source_cell_number(task: Task, executed_index: int) -> int:
-    """1-based number of the failing cell in the source notebook (papermill inserts one cell)."""
-    if not task.parameters:
-        return executed_index + 1
-    import nbformat
-
-    nb = nbformat.read(task.source, as_version=4)
-    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
-    shift = 1 if tagged and executed_index > tagged[0] else 0
-    return executed_index - shift + 1
-
-
-@functools.cache
-def _kernel_manager_class():
-    """nbclient's kernel manager, asking for CurveZMQ keys when the kernel supports them.
-
-    ipykernel >= 7.3 prints "Kernel is running over TCP without encryption" on every start over
-    plain TCP: once per notebook in every reproduction. ``transport_encryption = "auto"`` provisions
-    keys when the kernelspec declares support and silently keeps plain TCP otherwise (older
-    jupyter_client versions ignore the attribute).
-    """
-    from jupyter_client.manager import AsyncKernelManager
-
-    class EncryptedKernelManager(AsyncKernelManager):
-        transport_encryption = "auto"
-
-    return EncryptedKernelManager
-
-
-def execute(task: Task, announce: bool = False) -> Outcome:
-    """Run one notebook with papermill; never raises for a notebook's own failure.
-
-    The notebook's previous claims record is moved aside while it runs (so a failure before
-    ``setup()`` cannot pass an old record off as this run's) and put back if the run fails or is
-    interrupted without writing a record of its own: a failed rerun never deletes the last good
-    record (at the default profile it is tracked by git). The outcome then says so. A record the
-    failed run did write (a violated theorem) replaces the old one.
-    """
-    previous = task.claims.with_name(f".{task.claims.name}.previous")
-    kept = task.claims.is_file()
-    if kept:
-        os.replace(task.claims, previous)
-    outcome = None
-    try:
-        outcome = _execute(task, announce)
-    finally:
-        if kept:
-            if (outcome is not None and outcome.status == "done") or task.claims.is_file():
-                previous.unlink(missing_ok=True)
-            else:
-                os.replace(previous, task.claims)
-                if outcome is not None:
-                    outcome.details.append(f"kept the previous claims record {task.claims} (from the last good run)")
-    return outcome
-
-
-def _execute(task: Task, announce: bool = False) -> Outcome:
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    if announce:
-        print(f"{task.position} {task.name}: started", flush=True)
-    task.output.parent.mkdir(parents=True, exist_ok=True)
-    if task.stamp is not None:
-        task.stamp.unlink(missing_ok=True)
-    task.claims.unlink(missing_ok=True)  # a failure before setup() must not leave stale claims (see execute)
-    start = time.monotonic()
-    try:
-        papermill.execute_notebook(
-            str(task.source),
-            str(task.output),
-            parameters=task.parameters or None,
-            kernel_name=KERNEL,
-            cwd=str(task.cwd),
-            progress_bar=False,
-            log_output=False,
-            start_timeout=180,
-            execution_timeout=task.timeout,
-            kernel_manager_class=_kernel_manager_class(),
-        )
-    except PapermillExecutionError as err:
-        cell = _source_cell_number(task, err.cell_index)
-        evalue = (err.evalue or "").strip().splitlines()
-        message = f"{err.ename}: {evalue[0] if evalue else ''}".strip()
-        details = [f"cell {cell} failed with {message}"] + [f"    > {ln}" for ln in _excerpt(err.source)]
-        details.append(f"executed copy: {task.output}")
-        return Outcome(task.name, "FAILED", time.monotonic() - start, f"cell {cell}: {message}", details)
-    except Exception as err:  # noqa: BLE001 - kernel death, timeouts, missing kernel: report and go on
-        message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-        return Outcome(task.name, "FAILED", time.monotonic() - start, message, [message])
-    if task.stamp is not None and task.key is not None:
-        task.stamp.write_text(json.dumps({"key": task.key, "notebook": task.name}) + "\n")
-    return Outcome(task.name, "done", time.monotonic() - start)
-
-
-@contextmanager
-def _kernel_environment(figures_root: Path | None, registry: Path | None = None):
-    """Variables the kernels inherit: batch mode (stable outputs), the figures root if overridden, and the
-    claims registry next to the notebooks (``$LQTHEORY_CLAIMS``) when there is one."""
-    updates = {ENV_BATCH: "1", ENV_PROGRESS: "0"}
-    if figures_root is not None:
-        updates[ENV_FIGURES] = str(figures_root)
-    if registry is not None and registry.is_file():
-        updates["LQTHEORY_CLAIMS"] = str(registry)
-    saved = {k: os.environ.get(k) for k in updates}
-    os.environ.update(updates)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-class _Console:
-    """Progress lines on stdout and, when a terminal watches, a tqdm bar over notebooks on stderr."""
-
-    def __init__(self, total: int, out):
-        self.out = out
-        self.lock = threading.Lock()
-        self.bar = None
-        if total > 1 and hasattr(sys.stderr, "isatty") and sys.stderr.isatty() and out is sys.stdout:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="notebook", leave=False)
-
-    def line(self, text: str) -> None:
-        with self.lock:
-            if self.bar is not None:
-                self.bar.write(text)
-            else:
-                print(text, file=self.out, flush=True)
-
-    def step(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _report(console: _Console, task: Task, outcome: Outcome) -> None:
-    if outcome.status == "done":
-        console.line(f"{task.position} {task.name}: done in {outcome.elapsed:.1f}s")
-    else:
-        console.line(f"{task.position} {task.name}: FAILED after {outcome.elapsed:.1f}s")
-        for detail in outcome.details:
-            console.line(f"    {detail}")
-    console.step()
-
-
-def _run_tasks(tasks: list[Task], jobs: int, console: _Console) -> list[Outcome]:
-    if not tasks:
-        return []
-    if jobs <= 1 or len(tasks) == 1:
-        outcomes = []
-        for task in tasks:
-            console.line(f"{task.position} {task.name}: started")
-            outcome = execute(task)
-            _report(console, task, outcome)
-            outcomes.append(outcome)
-        return outcomes
-    # Processes, not threads: papermill changes the working directory of the whole process.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
-        futures = [(task, pool.submit(execute, task, True)) for task in tasks]
-        outcomes = []
-        for task, fut in futures:
-            try:
-                outcome = fut.result()
-            except Exception as err:  # noqa: BLE001 - a crashed worker is one failed notebook
-                outcome = Outcome(task.name, "FAILED", 0.0, f"{type(err).__name__}: {err}",
-                                  [f"worker crashed: {type(err).__name__}: {err}"])
-            _report(console, task, outcome)
-            outcomes.append(outcome)
-        return outcomes
-
-
-# ----------------------------------------------------------------------------------------------
-# Committed copies
-
-
-def clean_executed(nb):
-    """Drop what differs run to run or machine to machine from an executed notebook (in place).
-
-    Removes papermill's injected-parameters and error-marker cells, notebook- and cell-level
-    ``papermill`` metadata and nbclient's per-cell ``execution`` timestamps.
-    """
-    drop = {"injected-parameters", "papermill-error-cell-tag"}
-    nb.cells = [c for c in nb.cells if not drop & set(c.get("metadata", {}).get("tags", []))]
-    nb.metadata.pop("papermill", None)
-    for cell in nb.cells:
-        cell.metadata.pop("papermill", None)
-        cell.metadata.pop("execution", None)
-        if not cell.metadata.get("tags", True):
-            cell.metadata.pop("tags")  # papermill adds empty tag lists
-    return nb
-
-
-def write_committed(executed: Path, target: Path) -> None:
-    """Write an executed copy, cleaned, over the committed notebook ``target``."""
-    import nbformat
-
-    nb = clean_executed(nbformat.read(executed, as_version=4))
-    text = nbformat.writes(nb) + "\n"
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
-
-
-# ----------------------------------------------------------------------------------------------
-# Summary
-
-
 def _claims_summary(name: str, path: Path) -> tuple[str, list[dict], list[dict]]:
     """``"T/T hold; S supported, C contradicted, I inconclusive"``, the violated theorems, the contradicted claims."""
     try:
@@ -454,31 +145,12 @@ def _claims_summary(name: str, path: Path) -> tuple[str, list[dict], list[dict]]
     return "; ".join(parts), broken, contradicted
 
 
-def _registry_digest(notebooks_dir: Path, name: str) -> str:
-    """Hash of the claims registered for ``name`` (all of them for an aggregator): a changed threshold reruns."""
-    path = notebooks_dir / "claims.toml"
-    if not path.is_file():
-        return ""
-    try:
-        from lqtheory.workbench.claims import for_notebook, load_registry
-
-        registry = load_registry(path)
-    except (OSError, ValueError):
-        return _sha(path.read_bytes())  # a broken registry: the notebook will report it when it runs
-    entries = list(registry.values()) if is_aggregator(name) else for_notebook(registry, name)
-    return _sha(json.dumps([c.as_dict() for c in entries], sort_keys=True).encode())
-
-
 def _print_summary(rows: list[list[str]], out) -> None:
     headers = ["notebook", "status", "time", "claims", "note"]
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     print("", file=out)
     for row in [headers, ["-" * w for w in widths], *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=out)
-
-
-# ----------------------------------------------------------------------------------------------
-# Entry points
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -514,8 +186,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--update-notebooks", action="store_true",
                         help="execute at the ci profile and write the outputs back into the notebooks "
                              "(how committed outputs are refreshed)")
-    from lqtheory.runs.grid.options import add_executor_arguments
-
     add_executor_arguments(parser.add_argument_group("grids of runs (Dask; one cluster for the whole reproduction)"),
                            local_default="dask on a local cluster started for the reproduction")
     parser.add_argument("--notebooks-dir", type=Path, default=None, help="default: <repo>/notebooks")
@@ -578,7 +248,7 @@ def _run(args: argparse.Namespace, out) -> int:
     build = build_root / ("ci-update" if args.update_notebooks else profile)
     package = package_digest()
     total = len(selected)
-    console = _Console(total, out)
+    console = Console(total, out)
     mode = "updating committed notebooks (ci profile)" if args.update_notebooks else f"profile {profile}"
     console.line(f"lqtheory reproduce: {total} notebook(s), {mode}, device {args.device}, jobs {args.jobs}")
 
@@ -592,9 +262,9 @@ def _run(args: argparse.Namespace, out) -> int:
         if args.update_notebooks:
             return task
         extras = [p for p in claims.parent.glob("*.json") if p.stem != name] if is_aggregator(name) else []
-        task.key = cache_key(path, parameters, figures, package + _registry_digest(notebooks_dir, name), extras)
+        task.key = cache_key(path, parameters, figures, package + registry_digest(notebooks_dir, name), extras)
         task.stamp = build / f"{name}.cache.json"
-        if not args.force and _cache_valid(task.stamp, task.key, claims):
+        if not args.force and cache_valid(task.stamp, task.key, claims):
             outcomes[name] = Outcome(name, "cached")
             console.line(f"{task.position} {name}: skipped (cached)")
             console.step()
@@ -603,13 +273,13 @@ def _run(args: argparse.Namespace, out) -> int:
 
     indexed = list(enumerate(selected))
     grid = _grid_cluster(args)
-    with _kernel_environment(figures_root, notebooks_dir / "claims.toml"), grid:
+    with kernel_environment(figures_root, notebooks_dir / "claims.toml"), grid:
         try:
             for phase in (False, True):  # regular notebooks, then aggregators
                 tasks = [t for i, p in indexed if is_aggregator(p.stem) == phase if (t := make_task(i, p))]
                 if tasks and not grid.started:
                     console.line(grid.start())  # exports the cluster's address to the kernels
-                for outcome in _run_tasks(tasks, args.jobs, console):
+                for outcome in run_tasks(tasks, args.jobs, console):
                     outcomes[outcome.name] = outcome
         finally:
             console.close()
@@ -656,8 +326,6 @@ def _run(args: argparse.Namespace, out) -> int:
 def _write_report(target, build: Path, figures: Path, profile: str, selected: Sequence[Path],
                   outcomes: dict, out) -> int:
     """``--report``: one HTML file from the executed copies of every notebook of this profile."""
-    from lqtheory.workbench.report import build_report, default_report_path
-
     path = default_report_path(profile) if target is True else Path(target)
     names = [p.stem for p in selected if (build / f"{p.stem}.ipynb").is_file()]
     missing = [p.stem for p in selected if p.stem not in names]
@@ -673,12 +341,8 @@ def _write_report(target, build: Path, figures: Path, profile: str, selected: Se
 
 def _grid_cluster(args: argparse.Namespace):
     """The one Dask cluster of the reproduction (not started yet): see the module docstring."""
-    from lqtheory.runs.grid.cluster import SharedCluster, gpu_count
-
     gpus = 0
     if args.executor != "serial" and args.scheduler is None and args.device != "cpu":
-        from lqtheory.engine.device import resolve_device
-
         try:
             gpus = gpu_count() if resolve_device(args.device).type == "cuda" else 0
         except ValueError:

@@ -20,7 +20,6 @@ use this module's constants and :func:`check_notebook` cheaply.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import numbers
 import os
@@ -30,10 +29,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from lqtheory.analysis.stats import Interval, mean_interval, seeds_needed, three_way
 from lqtheory.common.atomic import atomic_write_bytes, atomic_write_text
+from lqtheory.common.digests import sha256_hex
 from lqtheory.common.formatting import FLOATFMT, formatted_frame, latex_table, markdown_table, table_html
 from lqtheory.common.vocabulary import ENV_PROGRESS
+from lqtheory.engine.device import resolve_device, set_determinism
+from lqtheory.workbench import claims as registry_module
 from lqtheory.workbench.batch import injected_cells, is_batch, wants_progress
+from lqtheory.workbench.claims import format_evidence
 from lqtheory.workbench.parameters import (
     COMMON_PARAMETERS,
     assigned_names,
@@ -151,7 +155,7 @@ class Session:
         """
         import torch
 
-        digest = hashlib.sha256(f"{self.notebook}:{self.seed}:{int(stream)}".encode()).hexdigest()
+        digest = sha256_hex(f"{self.notebook}:{self.seed}:{int(stream)}".encode())
         return torch.Generator(device="cpu").manual_seed(int(digest[:15], 16))
 
     def progress(self, iterable: Iterable | None = None, **kwargs):
@@ -256,7 +260,6 @@ class Session:
     # -- claims ------------------------------------------------------------------------------
 
     def _registered(self, claim_id: str, kind: str):
-        from lqtheory.workbench import claims as registry_module
         if self._registry is None:
             self._registry = registry_module.load_registry()
         claim = registry_module.lookup(self._registry, claim_id, self.notebook)
@@ -281,8 +284,6 @@ class Session:
         "violated" and raises ``AssertionError`` (a violated theorem is a bug).
         Empirical claims are evaluated with :meth:`estimate`.
         """
-        from lqtheory.workbench.claims import format_evidence
-
         if legacy or (isinstance(holds, str) and isinstance(measured, str)):
             raise TypeError("run.claim(id, statement, provenance, measured, holds) is gone: statements live in "
                             "notebooks/claims.toml; call run.claim(id, measured=..., holds=...) for a theorem "
@@ -320,9 +321,6 @@ class Session:
         and line.
         Never raises on a contradicted claim: that is a finding, not a bug.
         """
-        from lqtheory.analysis.stats import Interval, mean_interval, seeds_needed, three_way
-        from lqtheory.workbench.claims import format_evidence
-
         claim = self._registered(claim_id, "empirical")
         if (samples is None) == (interval is None):
             raise TypeError("give exactly one of samples (values per seed) or interval (an Interval)")
@@ -396,8 +394,6 @@ def setup(notebook: str, namespace: Mapping[str, Any], profiles: Mapping[str, Ma
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     seed = int(seed)
-    from lqtheory.engine.device import resolve_device, set_determinism
-
     device = resolve_device(namespace["device"])
 
     params = {}

@@ -1,4 +1,5 @@
-"""The grid executor of the runs room. Grids of runs on Dask: an embedded local cluster by default, any Dask cluster by address.
+"""The grid executor of the runs room: grids of runs on Dask, an embedded local cluster by default, any
+Dask cluster by address.
 
 :func:`run_grid` turns a grid of :class:`~lqtheory.runs.config.ExperimentConfig` (methods × scopes ×
 seeds × ablations) into Dask tasks, one per run, each depending on the task that trains the dense model

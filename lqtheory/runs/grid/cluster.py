@@ -2,6 +2,8 @@
 or one per GPU), connecting to an existing scheduler, and keeping distributed's logging quiet.
 
 Only imported when a grid runs on Dask, so the serial path never imports ``distributed``.
+
+Room: runs (run folders, the loop, leases, the grid executor).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 
+from lqtheory.common.environment import EnvironmentPatch, patched_environ
 from lqtheory.runs.grid.settings import ENV_EXECUTOR, ENV_SCHEDULER, resolve
 
 __all__ = [
@@ -105,17 +108,8 @@ def _worker_environment() -> Iterator[None]:
     exported = {k: os.environ.get(k, str(v)) for k, v in spawn.items() if v is not None}  # the nanny's rule
     if os.environ.get("PYTHONHASHSEED") in (None, "0"):
         exported["PYTHONHASHSEED"] = "6640"  # what the nanny sets (distributed#8400)
-    saved = {k: os.environ.get(k) for k in exported}
-    os.environ.update(exported)
-    try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}):
-            yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with patched_environ(exported), dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}):
+        yield
 
 
 @contextlib.contextmanager
@@ -250,15 +244,15 @@ class SharedCluster:
             raise ValueError("--workers sizes a local Dask cluster; it has no meaning with the serial executor")
         self.workers, self.gpus = workers, gpus
         self._stack = contextlib.ExitStack()
-        self._saved: dict[str, str | None] | None = None
+        self._environment: EnvironmentPatch | None = None  # what start() exported for the kernels
 
     @property
     def started(self) -> bool:
-        return self._saved is not None
+        return self._environment is not None
 
     def _export(self, updates: dict[str, str]) -> None:
-        self._saved = {k: os.environ.get(k) for k in updates}
-        os.environ.update(updates)
+        self._environment = EnvironmentPatch(updates)
+        self._environment.apply()
 
     def start(self) -> str:
         """Start (or connect to nothing: the address is only passed on) and export; returns one line
@@ -288,10 +282,6 @@ class SharedCluster:
         try:
             self._stack.close()
         finally:
-            if self._saved is not None:
-                for k, v in self._saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
-                self._saved = None
+            if self._environment is not None:
+                self._environment.restore()
+                self._environment = None

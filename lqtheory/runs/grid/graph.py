@@ -4,16 +4,18 @@ model that the runs start from (:mod:`lqtheory.runs.dense`).
 Pure bookkeeping, no Dask: :func:`plan_grid` is what the executor submits, and what the tests check.
 Task keys name the run (or dense) id and the run store, so two clients that submit the same run into
 the same store to one scheduler share one task, and the same run into two stores are two tasks.
+
+Room: runs (run folders, the loop, leases, the grid executor).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lqtheory.common.digests import sha256_hex
 from lqtheory.runs import dense as dense_artifacts
 
 __all__ = ["DenseTask", "GridPlan", "RunTask", "dense_stage", "plan_grid", "store_tag"]
@@ -54,7 +56,7 @@ class GridPlan:
 
 def store_tag(out: str | os.PathLike) -> str:
     """8 hex digits naming a run store by its absolute path."""
-    return hashlib.sha256(str(Path(out).expanduser().resolve()).encode()).hexdigest()[:8]
+    return sha256_hex(str(Path(out).expanduser().resolve()).encode())[:8]
 
 
 def dense_stage() -> tuple[Callable, Callable] | None:

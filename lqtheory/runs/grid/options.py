@@ -1,5 +1,8 @@
 """Command-line options of the grid executor, shared by ``lqtheory prune`` and ``lqtheory reproduce``
-(no Dask import here: parsing must stay cheap)."""
+(no Dask import here: parsing must stay cheap).
+
+Room: runs (run folders, the loop, leases, the grid executor).
+"""
 
 from __future__ import annotations
 

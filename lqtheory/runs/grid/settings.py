@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 
+from lqtheory.common.vocabulary import ENV_EXECUTOR, ENV_SCHEDULER
+
 __all__ = ["ENV_EXECUTOR", "ENV_SCHEDULER", "EXECUTORS", "resolve"]
 
-ENV_SCHEDULER = "LQTHEORY_SCHEDULER"  # address of the Dask scheduler grids go to (set by `lqtheory reproduce`)
-ENV_EXECUTOR = "LQTHEORY_EXECUTOR"  # "dask" | "serial": the executor when none is passed
 EXECUTORS = ("dask", "serial")
 
 

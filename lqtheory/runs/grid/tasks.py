@@ -1,5 +1,8 @@
 """What a Dask worker executes: module-level functions, pickled by reference (workers import
-``lqtheory``, so the package must be installed, or on ``PYTHONPATH``, wherever workers run)."""
+``lqtheory``, so the package must be installed, or on ``PYTHONPATH``, wherever workers run).
+
+Room: runs (run folders, the loop, leases, the grid executor).
+"""
 
 from __future__ import annotations
 
