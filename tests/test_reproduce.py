@@ -15,7 +15,7 @@ import nbformat
 import papermill
 import pytest
 
-from lqtheory.workbench import reproduce
+from lqtheory.workbench import cache, execution, reproduce
 from lqtheory.workbench.linter import check_notebook, percent_to_notebook
 from lqtheory.workbench.records import read_claims
 
@@ -92,7 +92,7 @@ NOTEBOOKS = {
 
 def package_key(ws: dict, name: str) -> str:
     """What reproduce hashes as the package for ``name``: the package's files and its registered claims."""
-    return reproduce.package_digest() + reproduce._registry_digest(ws["notebooks"], name)
+    return cache.package_digest() + cache.registry_digest(ws["notebooks"], name)
 
 
 def args_for(ws: dict, *extra: str) -> argparse.Namespace:
@@ -115,8 +115,8 @@ def ws(tmp_path_factory):
     package = root / "package"
     package.mkdir()
     (package / "mod.py").write_text("X = 1\n")
-    saved_dir = reproduce.PACKAGE_DIR
-    reproduce.PACKAGE_DIR = package
+    saved_dir = cache.PACKAGE_DIR
+    cache.PACKAGE_DIR = package
     ws = {"notebooks": root / "notebooks", "build": root / "build", "figures": root / "figures",
           "package": package}
     ws["notebooks"].mkdir()
@@ -125,7 +125,7 @@ def ws(tmp_path_factory):
     (ws["notebooks"] / "claims.toml").write_text(REGISTRY)
     ws["first"] = call(ws, "--profile", "ci", "--jobs", "2")
     yield ws
-    reproduce.PACKAGE_DIR = saved_dir
+    cache.PACKAGE_DIR = saved_dir
 
 
 def test_first_run_executes_reports_and_fails(ws):
@@ -174,29 +174,29 @@ def test_cache_is_invalidated_by_inputs(ws):
     path = ws["notebooks"] / "01_ok.ipynb"
     params = {"profile": "ci", "device": "auto"}
     figures = ws["figures"] / "ci"
-    key = reproduce.cache_key(path, params, figures, package_key(ws, "01_ok"))
+    key = cache.cache_key(path, params, figures, package_key(ws, "01_ok"))
     stamp = json.loads((ws["build"] / "ci" / "01_ok.cache.json").read_text())["key"]
     assert key == stamp
-    assert reproduce.cache_key(path, {**params, "seed": 1}, figures, package_key(ws, "01_ok")) != key
-    assert reproduce.cache_key(path, params, figures, reproduce.package_digest()) != key  # registry entries count
-    assert reproduce.cache_key(path, params, figures, "another package") != key
+    assert cache.cache_key(path, {**params, "seed": 1}, figures, package_key(ws, "01_ok")) != key
+    assert cache.cache_key(path, params, figures, cache.package_digest()) != key  # registry entries count
+    assert cache.cache_key(path, params, figures, "another package") != key
     nb = nbformat.read(path, as_version=4)
     nb.cells[3].source += "\n# changed"
     changed = ws["build"].parent / "01_ok.ipynb"
     nbformat.write(nb, changed)
-    assert reproduce.cache_key(changed, params, figures, package_key(ws, "01_ok")) != key
+    assert cache.cache_key(changed, params, figures, package_key(ws, "01_ok")) != key
     nb.cells[3].source = nbformat.read(path, as_version=4).cells[3].source
     nb.cells[3].outputs = [nbformat.v4.new_output("stream", name="stdout", text="outputs do not count\n")]
     nbformat.write(nb, changed)
-    assert reproduce.cache_key(changed, params, figures, package_key(ws, "01_ok")) == key
+    assert cache.cache_key(changed, params, figures, package_key(ws, "01_ok")) == key
     # a deleted output invalidates the cache too (checked without running anything)
     claims = figures / "claims" / "01_ok.json"
     (figures / "sizes.md").rename(figures / "sizes.md.bak")
     try:
-        assert not reproduce._cache_valid(ws["build"] / "ci" / "01_ok.cache.json", key, claims)
+        assert not cache.cache_valid(ws["build"] / "ci" / "01_ok.cache.json", key, claims)
     finally:
         (figures / "sizes.md.bak").rename(figures / "sizes.md")
-    assert reproduce._cache_valid(ws["build"] / "ci" / "01_ok.cache.json", key, claims)
+    assert cache.cache_valid(ws["build"] / "ci" / "01_ok.cache.json", key, claims)
 
 
 def test_force_runs_again(ws, capfd):
@@ -238,7 +238,7 @@ def _fake_cached(ws, name: str, claims: list[dict]) -> None:
     nbformat.write(percent_to_notebook(notebook_text(name, "pass")), path)
     figures = ws["figures"] / "ci"
     params = {"profile": "ci", "device": "auto"}
-    key = reproduce.cache_key(path, params, figures, package_key(ws, name))
+    key = cache.cache_key(path, params, figures, package_key(ws, name))
     (ws["build"] / "ci" / f"{name}.cache.json").write_text(json.dumps({"key": key}))
     record = {"notebook": name, "profile": "ci", "claims": claims, "artifacts": []}
     (figures / "claims" / f"{name}.json").write_text(json.dumps(record))
@@ -313,7 +313,7 @@ def test_clean_executed_strips_volatile_parts():
     nb.metadata["papermill"] = {"start_time": "2024-01-01"}
     nb.cells.insert(2, nbformat.v4.new_code_cell("# Parameters\nn = 2", metadata={"tags": ["injected-parameters"]}))
     nb.cells[3].metadata.update({"papermill": {"duration": 1.0}, "execution": {"iopub.status.idle": "t"}, "tags": []})
-    cleaned = reproduce.clean_executed(nb)
+    cleaned = execution.clean_executed(nb)
     assert "papermill" not in cleaned.metadata and len(cleaned.cells) == 4
     assert cleaned.cells[2].metadata == {}
     assert cleaned.cells[1].metadata == {"tags": ["parameters"]}

@@ -14,8 +14,9 @@ that compared outputs stay stable, and returns a :class:`Session` that saves byt
 and records claims in ``<figures dir>/claims/<notebook>.json``, the file the claims ledger and
 ``lqtheory reproduce`` read.
 
-Heavy libraries (torch, matplotlib, pandas, seaborn) are imported lazily, so ``lqtheory.workbench.reproduce`` can
-use this module's constants and :func:`check_notebook` cheaply.
+matplotlib, seaborn and pandas are imported when a figure or table is saved. ``lqtheory reproduce``
+does not import this module: the parameters, paths, records and the linter it needs live in their own
+modules of the workbench.
 """
 
 from __future__ import annotations
