@@ -193,20 +193,52 @@ def _code_sources():
         yield path, "\n".join(lines)
 
 
+def defined_names(path: Path) -> set[str] | None:
+    """Names a module defines or imports at top level (also under ``if``/``try``); None when it has a
+    module ``__getattr__`` (any name may exist)."""
+    names: set[str] = set()
+    body = list(ast.parse(path.read_text()).body)
+    while body:
+        node = body.pop(0)
+        if isinstance(node, (ast.If, ast.Try)):
+            body += node.body + node.orelse + getattr(node, "finalbody", []) + [
+                n for h in getattr(node, "handlers", []) for n in h.body]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name == "__getattr__":
+                return None
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
 def test_every_lqtheory_import_in_the_repository_exists():
-    known = set(package_modules(ROOT))
+    """Module and name: ``from lqtheory.x import y`` needs module ``lqtheory.x`` and ``y`` defined there
+    (or a submodule ``lqtheory.x.y``), so a name moved to another module cannot be imported from its old home
+    (an editable install of another checkout would otherwise answer for the missing module)."""
+    modules = package_modules(ROOT)
     missing = []
     for path, text in _code_sources():
         tree = ast.parse(text, filename=str(path))
         for node in ast.walk(tree):
-            names = []
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}"
             if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
+                missing += [f"{where}: {a.name}" for a in node.names
+                            if a.name.split(".")[0] == "lqtheory" and a.name not in modules]
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-                names = [node.module]
-            missing += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names
-                        if n.split(".")[0] == "lqtheory" and n not in known]
-    assert not missing, "imports of modules that do not exist:\n" + "\n".join(missing)
+                if node.module.split(".")[0] != "lqtheory":
+                    continue
+                if node.module not in modules:
+                    missing.append(f"{where}: {node.module}")
+                    continue
+                defined = defined_names(modules[node.module])
+                missing += [f"{where}: {node.module}.{a.name}" for a in node.names if defined is not None
+                            and a.name not in defined and f"{node.module}.{a.name}" not in modules]
+    assert not missing, "imports of modules or names that do not exist:\n" + "\n".join(missing)
 
 
 # --------------------------------------------------------------------------------------------------
