@@ -64,7 +64,8 @@ def load_data(settings: dict, device: torch.device):
         n = settings["n_train"]
         x, xt = torch.randn(n, 1, 28, 28, generator=g), torch.randn(1000, 1, 28, 28, generator=g)
         y, yt = torch.randint(0, 10, (n,), generator=g), torch.randint(0, 10, (1000,), generator=g)
-        return Dataset("synthetic", x, y, xt, yt, num_classes=10, input_shape=(1, 28, 28)).to(device), "synthetic (data set not installed)"
+        stand_in = Dataset("synthetic", x, y, xt, yt, num_classes=10, input_shape=(1, 28, 28))
+        return stand_in.to(device), "synthetic (data set not installed)"
 
 
 def bf16_supported(device: torch.device) -> tuple[bool, dict]:

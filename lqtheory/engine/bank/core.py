@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lqtheory.device import resolve_device
@@ -123,15 +122,16 @@ def _check_members(members: Sequence[BankMember]) -> list[BankMember]:
     ref_sig = architecture_signature(first.model)
     for k, m in enumerate(members[1:], start=1):
         if m.config != first.config:
-            diff = [f.name for f in dataclasses.fields(TrainConfig) if getattr(m.config, f.name) != getattr(first.config, f.name)]
-            f = diff[0]
+            f = next(f.name for f in dataclasses.fields(TrainConfig)
+                     if getattr(m.config, f.name) != getattr(first.config, f.name))
             raise ValueError(
                 f"{m.name(k)} has another schedule than member 0: config.{f} = {getattr(m.config, f)!r}, "
                 f"not {getattr(first.config, f)!r} (a bank trains members of one schedule)"
             )
         diff = _same_data(first.data, m.data)
         if diff is not None:
-            raise ValueError(f"{m.name(k)} has other data than member 0: {diff} (a bank trains members of one data set)")
+            raise ValueError(f"{m.name(k)} has other data than member 0: {diff} "
+                             "(a bank trains members of one data set)")
         sig = architecture_signature(m.model)
         if sig != ref_sig:
             where = next((f"{b} instead of {a}" for a, b in zip(ref_sig, sig, strict=False) if a != b),
@@ -159,7 +159,8 @@ def _stacked_masks(members, stack: StackedMLP, device) -> list[tuple[int, torch.
             if not isinstance(t, torch.Tensor) or t.dtype != torch.bool:
                 raise TypeError(f"{m.name(k)}: mask[{name!r}] must be a boolean tensor")
             if tuple(t.shape) != shape:
-                raise ValueError(f"{m.name(k)}: mask[{name!r}] has shape {tuple(t.shape)} but the parameter has {shape}")
+                raise ValueError(f"{m.name(k)}: mask[{name!r}] has shape {tuple(t.shape)} "
+                                 f"but the parameter has {shape}")
             per_param.setdefault(i, [None] * K)[k] = t
     out = []
     for i, masks in sorted(per_param.items()):
@@ -432,14 +433,14 @@ def _train_stacked(members, data, config: TrainConfig, dev, precision, path, ide
                         keep_pos = [pos for pos in range(A) if pos not in bad]
                         leave(set(bad))
                         kp = torch.as_tensor(keep_pos, dtype=torch.long, device=dev)
-                        perms, losses, norms = perms.index_select(0, kp), losses.index_select(0, kp), norms.index_select(0, kp)
-                        loss_sum, norm_sum = loss_sum.index_select(0, kp), norm_sum.index_select(0, kp)
+                        perms, losses, norms, loss_sum, norm_sum = (
+                            t.index_select(0, kp) for t in (perms, losses, norms, loss_sum, norm_sum))
                         A = len(active)
                         if not A:
                             break
                     loss_sum += losses.double()
                     norm_sum += norms.double()  # float32 norms summed in float64, as train's Python floats
-                    for pos, k in enumerate(active):
+                    for k in active:
                         states[k].step = step
                     if with_callbacks:
                         for pos, k in enumerate(active):
