@@ -520,39 +520,48 @@ def _train_stacked(members, data, config: TrainConfig, dev, precision, path, ide
 def _step(stack: StackedMLP, masked, l1_slots, momentum_bufs, config: TrainConfig, lr: float) -> torch.Tensor:
     """Steps 2-5 of ``train``'s optimisation step on every member's slice; returns the pre-clip norms.
 
-    The same elementwise operations with the same scalars as ``train`` (ℓ1 subgradient, masked
-    gradient, ``clip_grad_norm_``'s coefficient, ``torch.optim.SGD``'s single-tensor update), applied
-    to the stacked tensors; only the gradient norm is a per-member reduction.
+    The operations and scalars are ``train``'s (the ℓ1 subgradient, the masked gradient,
+    ``clip_grad_norm_``'s norms and coefficient, ``torch.optim.SGD``'s single-tensor update). Exact
+    elementwise operations (a product, a sum, a fill) run once over the stacked tensors. The others run
+    on each member's slice (``torch._foreach_*`` over the slices): an add with a scale factor is fused
+    in the vectorised loop but not in its scalar tail, and a reduction may split its range differently
+    by size, so either, run over the whole stack, would round a member's entries differently
+    depending on where the bank's size puts them.
     """
     params = stack.params
     grads = [p.grad for p in params]
+    K = params[0].shape[0]
+    p_sl = [list(p.detach().unbind(0)) for p in params]
+    g_sl = [list(g.unbind(0)) for g in grads]
     for i in l1_slots:
-        grads[i].add_(torch.sign(params[i]), alpha=config.l1_penalty)
+        torch._foreach_add_(g_sl[i], torch._foreach_sign(p_sl[i]), alpha=config.l1_penalty)
     for i, pruned in masked:
         grads[i].masked_fill_(pruned, 0.0)
-    K = params[0].shape[0]
-    per_param = torch.stack([torch.linalg.vector_norm(g.reshape(K, -1), dim=1) for g in grads], dim=1)
-    norms = torch.linalg.vector_norm(per_param, dim=1)
+    P = len(params)
+    member_norms = torch._foreach_norm([g_sl[i][k] for k in range(K) for i in range(P)])
+    norms = torch.stack([torch.linalg.vector_norm(torch.stack(member_norms[k * P:(k + 1) * P])) for k in range(K)])
     if config.grad_clip:
         coef = torch.clamp(config.grad_clip / (norms + 1e-6), max=1.0)
         for g in grads:
             g.mul_(coef.view(K, *([1] * (g.dim() - 1))))
-    # torch.optim.SGD's single-tensor update with the same operations and scalars, in place on the
-    # gradient (a fresh tensor every step) instead of on copies of it
-    for i, (p, d_p) in enumerate(zip(params, grads, strict=True)):
-        if config.weight_decay != 0:
-            d_p.add_(p, alpha=config.weight_decay)
-        if config.momentum != 0:
-            buf = momentum_bufs[i]
-            if buf is None:
-                buf = momentum_bufs[i] = d_p.clone()
+    all_g = [t for sl in g_sl for t in sl]
+    all_p = [t for sl in p_sl for t in sl]
+    # torch.optim.SGD's single-tensor update, in place on the gradient (a fresh tensor every step)
+    if config.weight_decay != 0:
+        torch._foreach_add_(all_g, all_p, alpha=config.weight_decay)
+    step_dirs = all_g
+    if config.momentum != 0:
+        for i, g in enumerate(grads):
+            if momentum_bufs[i] is None:
+                momentum_bufs[i] = g.clone()
             else:
-                buf.mul_(config.momentum).add_(d_p)
-            if config.nesterov:
-                d_p.add_(buf, alpha=config.momentum)
-            else:
-                d_p = buf
-        p.add_(d_p, alpha=-lr)
+                momentum_bufs[i].mul_(config.momentum).add_(g)
+        all_b = [t for b in momentum_bufs for t in b.unbind(0)]
+        if config.nesterov:
+            torch._foreach_add_(all_g, all_b, alpha=config.momentum)
+        else:
+            step_dirs = all_b
+    torch._foreach_add_(all_p, step_dirs, alpha=-lr)
     for i, pruned in masked:
         params[i].masked_fill_(pruned, 0.0)
     return norms

@@ -12,6 +12,7 @@ batch-count invariant in general).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -44,6 +45,24 @@ def architecture_signature(model: nn.Module) -> list[tuple[str, tuple[int, ...],
     return sig
 
 
+@contextlib.contextmanager
+def _gemm_threads(members: int):
+    """One thread for the products of a bank of one. ``bmm`` over K >= 2 members runs each member's
+    product single-threaded (the batch is split across threads); over one member it hands the whole
+    product to a multi-threaded BLAS call, whose blocking, and so rounding, differs at some shapes
+    (measured: the head's weight gradient at 2 threads). A lone member then computes what it computes
+    in company."""
+    threads = torch.get_num_threads()
+    if members != 1 or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class _BatchedLinear(torch.autograd.Function):
     """``x @ W^T + b`` for ``(K, batch, in)`` inputs and ``(K, out, in)`` weights, with the backward
     products in ``nn.Linear``'s orientation: ``grad_W = g^T @ x`` (contiguous ``(K, out, in)``, no
@@ -59,15 +78,19 @@ class _BatchedLinear(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         w_t = weight.transpose(1, 2)
-        return torch.bmm(x, w_t) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, w_t)
+        with _gemm_threads(x.shape[0]):
+            return torch.bmm(x, w_t) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, w_t)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         dt = grad.dtype
-        grad_x = torch.bmm(grad, weight.to(dt)) if ctx.needs_input_grad[0] else None
-        grad_w = torch.bmm(grad.transpose(1, 2), x.to(dt)).to(weight.dtype) if ctx.needs_input_grad[1] else None
-        grad_b = grad.sum(1, dtype=torch.float32).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        with _gemm_threads(grad.shape[0]):
+            grad_x = torch.bmm(grad, weight.to(dt)) if ctx.needs_input_grad[0] else None
+            grad_w = torch.bmm(grad.transpose(1, 2), x.to(dt)).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        grad_b = None
+        if ctx.has_bias and ctx.needs_input_grad[2]:  # per member: a reduction's split may depend on its size
+            grad_b = torch.stack([g.sum(0, dtype=torch.float32) for g in grad.unbind(0)]).to(weight.dtype)
         return grad_x, grad_w, grad_b
 
 
