@@ -14,6 +14,8 @@ of:
   epoch, divided by the bank size;
 * ``bank_bf16``: the same with ``precision="bfloat16"`` (``null`` where the device has no bf16 matrix
   unit: CUDA, or a CPU with AVX512-BF16 or AMX);
+* ``bank_gemm_fp32`` (extra): the bank's products alone, one ``bmm`` over the members per product,
+  per model-epoch, which splits ``bank_fp32 / floor_fp32`` into GEMM efficiency and the rest;
 * ``floor_fp32`` / ``floor_bf16``: the FLOPs of one model-epoch (forward products, weight gradients and
   the input gradients of every layer but the first) divided by the GEMM rate measured in this run at
   the training's own shapes (``torch.mm`` of one model's step), fp32 and bf16.
@@ -107,6 +109,22 @@ def gemm_step(shapes, batch: int, dtype: torch.dtype, device: torch.device):
     return step
 
 
+def bank_gemm_step(shapes, batch: int, members: int, dtype: torch.dtype, device: torch.device):
+    """The same products for ``members`` models as the bank issues them (one ``bmm`` per product)."""
+    g = torch.Generator(device="cpu").manual_seed(2)
+    xs = [torch.randn(members, batch, i, generator=g).to(device, dtype) for i, _ in shapes]
+    ws = [torch.randn(members, o, i, generator=g).to(device, dtype) for i, o in shapes]
+    gs = [torch.randn(members, batch, o, generator=g).to(device, dtype) for _, o in shapes]
+
+    def step():
+        for l in range(len(shapes)):
+            torch.bmm(xs[l], ws[l].transpose(1, 2))
+            torch.bmm(gs[l].transpose(1, 2), xs[l])
+            if l:
+                torch.bmm(gs[l], ws[l])
+    return step
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds instead of 5")
@@ -157,19 +175,24 @@ def main(argv=None) -> dict:
 
     fp32_step = gemm_step(shapes, settings["batch_size"], torch.float32, device)
     bf16_step = gemm_step(shapes, settings["batch_size"], torch.bfloat16, device)
+    bank_fp32_step = bank_gemm_step(shapes, settings["batch_size"], K, torch.float32, device)
     # the GEMM cases time one model-epoch's products (steps x one step), so they read as seconds too
     cases = {
         "loop_fp32": loop_fp32,
         "bank_fp32": bank("float32"),
         "gemm_fp32": lambda: [fp32_step() for _ in range(steps)],
         "gemm_bf16": lambda: [bf16_step() for _ in range(steps)],
+        "bank_gemm_fp32": lambda: [bank_fp32_step() for _ in range(steps)],
     }
     if bf16_ok:
         cases["bank_bf16"] = bank("bfloat16")
     repeats = args.repeats or (3 if args.quick else 5)
+    env = environment(device)  # before the clock: its load average is the one the measurement starts under
     started = time.perf_counter()
     samples = measure(cases, device, repeats=repeats, warmup=1)
     per_model = {name: [s / K for s in v] if name.startswith("bank") else list(v) for name, v in samples.items()}
+    # bank_gemm_fp32: the bank's own products (one bmm over K per product), per model-epoch: the part of
+    # bank_fp32 that is matrix products, measured in isolation
     med = {name: statistics.median(v) for name, v in per_model.items()}
 
     result = {
@@ -179,18 +202,21 @@ def main(argv=None) -> dict:
         "floor_fp32": med["gemm_fp32"],
         "floor_bf16": med["gemm_bf16"],
         "bank_size": K,
+        "bank_gemm_fp32": med["bank_gemm_fp32"],
         "gemm_rate_gflops": {"fp32": flops / med["gemm_fp32"] / 1e9, "bf16": flops / med["gemm_bf16"] / 1e9},
         "flops_per_model_epoch": flops,
         "ratios": {
             "bank_fp32/loop_fp32": paired_ratio(per_model["bank_fp32"], per_model["loop_fp32"]),
             "bank_fp32/floor_fp32": paired_ratio(per_model["bank_fp32"], per_model["gemm_fp32"]),
             "loop_fp32/floor_fp32": paired_ratio(per_model["loop_fp32"], per_model["gemm_fp32"]),
+            "bank_gemm_fp32/floor_fp32": paired_ratio(per_model["bank_gemm_fp32"], per_model["gemm_fp32"]),
+            "bank_fp32/bank_gemm_fp32": paired_ratio(per_model["bank_fp32"], per_model["bank_gemm_fp32"]),
         },
         "samples": per_model,
         "settings": {**settings, "data": data_name, "n_train": n, "steps_per_epoch": steps, "repeats": repeats,
                      "threads": args.threads},
         "bf16": {"supported": bf16_ok, **bf16_flags},
-        "environment": environment(device),
+        "environment": env,
         "seconds_total": time.perf_counter() - started,
     }
     if bf16_ok:
@@ -216,6 +242,7 @@ def main(argv=None) -> dict:
         value = result[key]
         print(f"  {key:<11} {'null' if value is None else f'{value:.4f} s'} per model-epoch")
     print(f"  bank_size   {K}")
+    print(f"  bank_gemm_fp32 {result['bank_gemm_fp32']:.4f} s per model-epoch (the bank's bmm products alone)")
     print(f"  GEMM rate at the training's shapes: fp32 {result['gemm_rate_gflops']['fp32']:.1f}, "
           f"bf16 {result['gemm_rate_gflops']['bf16']:.1f} GFLOP/s; bf16 flags {bf16_flags}")
     for key, t in result["targets"].items():
