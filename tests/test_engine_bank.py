@@ -293,3 +293,28 @@ def test_benchmark_runs_and_reports_every_key(tmp_path):
     assert result["bank_size"] == 2
     assert result["bank_bf16"] is None or result["bank_bf16"] > 0
     assert result["flops_per_model_epoch"] == module.flops_per_epoch([(784, 128), (128, 128), (128, 10)], 500)
+
+
+def test_regression_and_zero_epochs_behave_as_train():
+    teacher = load_dataset("teacher-normal", n_train=300, n_test=100, seed=0)
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05)
+
+    def reg(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(teacher.input_shape[0], 16), nn.ReLU(), nn.Linear(16, teacher.num_classes))
+
+    for epochs in (2, 0):
+        c = TrainConfig(**{**cfg.__dict__, "epochs": epochs})
+        members = [BankMember(reg(s), teacher, c, mask=random_mask(reg(s), s), seed=s) for s in (0, 1)]
+        histories = train_bank(members, progress=False)
+        for s, h, m in zip((0, 1), histories, members, strict=True):
+            lone = reg(s)
+            expected = train(lone, teacher, c, mask=random_mask(reg(s), s), seed=s, progress=False)
+            assert len(h) == epochs and [set(r) for r in h] == [set(r) for r in expected]
+            for r, q in zip(h, expected, strict=True):
+                assert math.isclose(r["train_loss"], q["train_loss"], rel_tol=1e-5)
+            if epochs:
+                assert math.isnan(h[-1]["test_accuracy"])  # regression: no accuracy, as train
+                assert math.isclose(h[-1]["test_loss"], expected[-1]["test_loss"], rel_tol=1e-5)
+            for x, y in zip(weights(m.model), weights(lone), strict=True):
+                torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
