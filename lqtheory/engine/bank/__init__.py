@@ -32,10 +32,13 @@ Guarantees, tested in ``tests/test_engine_bank.py`` on the machine that runs the
   master weights, gradients, optimizer state and reductions). The name is what a caller hashes into
   a run's identity (:data:`PRECISIONS`).
 
-What differs from ``train`` (measured, see README): the records' ``seconds`` is the bank's epoch
-time divided by the members trained in it; the weight gradients come from a batched product
-instead of ``nn.Linear``'s ``mm``, and the gradient norm from a per-member reduction instead of
-``torch._foreach_norm``, so weights may differ from ``train``'s in the last bits.
+What differs from ``train`` (measured, ``benchmarks/bank_vs_train.py``): at one thread (the sweep's
+workers) nothing: records and weights are bit-identical to ``train``'s at the default profile, dense
+and masked (the batched linear's backward uses ``nn.Linear``'s product orientation, the norms and
+scaled adds are ``train``'s calls on each member's slice). With more threads, ``train``'s products may
+be multi-threaded BLAS calls while a bank's are single-threaded per member, so the last bits can
+differ. The records' ``seconds`` is the bank's epoch time divided by the members trained in it.
+``TrainState.optimizer`` is ``None`` in a bank.
 """
 
 from lqtheory.engine.bank.core import PRECISIONS, BankDivergedError, BankMember, bank_identity, train_bank
