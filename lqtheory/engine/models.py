@@ -204,7 +204,7 @@ def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.dim() > 1}
 
 
-def _mlp_linears(model: nn.Module) -> list[nn.Linear]:
+def mlp_linears(model: nn.Module) -> list[nn.Linear]:
     """The Linear layers of a plain MLP ``Sequential([Flatten], Linear, (ReLU, Linear)*)``."""
     if not isinstance(model, nn.Sequential):
         raise ValueError(f"expected a plain MLP (nn.Sequential of Flatten/Linear/ReLU), got {type(model).__name__}")
@@ -223,12 +223,12 @@ def _mlp_linears(model: nn.Module) -> list[nn.Linear]:
 def mlp_weights(model: nn.Module) -> list[torch.Tensor]:
     """``[W_1, ..., W_L, V]`` of a plain ReLU MLP, hidden layers in order and the head last (the
     ``W_l`` and ``V`` of THEORY.md S4). Raises ``ValueError`` for any other model. [derived]"""
-    return [lin.weight for lin in _mlp_linears(model)]
+    return [lin.weight for lin in mlp_linears(model)]
 
 
 def mlp_biases(model: nn.Module) -> list[torch.Tensor]:
     """``[b_1, ..., b_L, c]`` matching :func:`mlp_weights`; a layer without bias gives zeros."""
-    return [lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features) for lin in _mlp_linears(model)]
+    return [lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features) for lin in mlp_linears(model)]
 
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

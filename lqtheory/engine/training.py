@@ -203,7 +203,7 @@ def progress_enabled(progress: bool | None = None) -> bool:
         return False
 
 
-def _loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def loss_function(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     if task == "classification":
         return F.cross_entropy
     if task == "regression":
@@ -229,7 +229,7 @@ def evaluate(
     _check_int(batch_size, "batch_size", low=1)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
-    loss_fn = _loss_fn(task)
+    loss_fn = loss_function(task)
     n = x.shape[0]
     if n == 0:
         return float("nan"), float("nan")
@@ -280,7 +280,7 @@ def _prunable(model: nn.Module) -> list[nn.Parameter]:
     return list(prunable_parameters(model).values())
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     # One CPU generator per (seed, epoch): the batch order is device-independent and an epoch's
     # order does not depend on how many draws earlier epochs made.
     g = torch.Generator(device="cpu")
@@ -329,7 +329,7 @@ def train(
     x_train, y_train = data.x_train.to(dev), data.y_train.to(dev)
     x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
     task = getattr(data, "task", "classification")
-    loss_fn = _loss_fn(task)
+    loss_fn = loss_function(task)
 
     masked = _masked_parameters(model, mask)
     l1_params = _prunable(model) if config.l1_penalty > 0 else []
@@ -374,7 +374,7 @@ def train(
                 for cb in callbacks:
                     cb.on_epoch_begin(state)
                 started = time.perf_counter()
-                perm = torch.randperm(n, generator=_epoch_generator(seed, epoch)).to(dev)
+                perm = torch.randperm(n, generator=epoch_generator(seed, epoch)).to(dev)
                 loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
                 norm_sum = 0.0
                 lr_first = config.lr_at(state.step, state.total_steps)
