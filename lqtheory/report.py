@@ -286,68 +286,12 @@ def build_report(build: str | os.PathLike, out: str | os.PathLike, *, figures: s
                  missing: Iterable[str] = ()) -> dict[str, Any]:
     """Write one self-contained HTML report of the executed notebooks in ``build`` to ``out``.
 
-    ``figures`` is the profile's figures folder (its ``claims/`` records feed the ledger section);
-    ``names`` restricts and ``missing`` lists notebooks that have no executed copy (shown as such).
-    Returns a summary: ``{"path", "notebooks", "figures", "errors", "stderr", "claims", "mathjax"}``.
+    Rendered by the manuscript room (:func:`lqtheory.workbench.manuscript.build_manuscript`): formulas
+    as MathML, figures numbered through the document, the claims ledger once at the end.
     """
-    import nbformat
+    from lqtheory.workbench.manuscript import build_manuscript
 
-    build, out = Path(build), Path(out)
-    paths = executed_notebooks(build, names)
-    if not paths:
-        raise ValueError(f"no executed notebooks in {build}; run `lqtheory reproduce` first")
-    sections, toc, totals = [], [], {"figures": 0, "errors": 0, "stderr": 0}
-    for i, path in enumerate(paths):
-        nb = nbformat.read(path, as_version=4)
-        body, headings, counts = render_notebook(nb, prefix=f"nb{i + 1}")
-        for key in totals:
-            totals[key] += counts[key]
-        title = next((t for level, _a, t in headings if level == 1), path.stem)
-        anchor = next((a for level, a, _t in headings if level == 1), f"nb{i + 1}")
-        notes = []
-        if counts["errors"]:
-            notes.append(f'<span class="missing">{counts["errors"]} error output(s)</span>')
-        sub = "".join(f'<li class="level-{level}"><a href="#{a}">{html.escape(t)}</a></li>'
-                      for level, a, t in headings if level in (2, 3))
-        toc.append(f'<li><a href="#{anchor}">{html.escape(title)}</a> <span class="source">{path.stem}'
-                   f'{" · " + ", ".join(notes) if notes else ""}</span>' + (f"<ol>{sub}</ol>" if sub else "") + "</li>")
-        sections.append(f'<section class="notebook" id="section-{path.stem}">'
-                        f'<p class="source">notebook <code>notebooks/{path.stem}.ipynb</code> · '
-                        f'{counts["figures"]} figure(s)</p>\n{body}</section>')
-    for name in missing:
-        toc.append(f'<li class="missing">{html.escape(name)}: no executed copy (failed or not run)</li>')
-
-    ledger, n_claims = ledger_html(Path(figures) if figures is not None else None)
-    toc.append('<li><a href="#claims-ledger">Claims ledger: every claim and its verdict</a></li>')
-    mathjax_url, mathjax_note = find_mathjax()
-    profile_text = f"profile <code>{html.escape(profile)}</code>" if profile else "executed notebooks"
-    doc = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>lqtheory report{f" ({html.escape(profile)})" if profile else ""}</title>
-<style>{CSS}{_pygments_css()}</style>
-{_mathjax_tags(mathjax_url)}
-</head><body><main>
-<header class="report">
-<h1>lqtheory: reproduction report</h1>
-<p>{profile_text}; {len(paths)} notebook(s), {totals["figures"]} figure(s), {n_claims} claim(s).
-Code cells are folded under <em>code</em>; open them to see how each number was computed.</p>
-<p class="note">Math is typeset by {html.escape(mathjax_note)}. If it cannot load, formulas stay
-readable as their TeX source between <code>$</code> signs.</p>
-<nav class="toc"><h2 id="contents">Contents</h2><ol>{"".join(toc)}</ol></nav>
-</header>
-{"".join(sections)}
-<section class="notebook" id="claims-ledger"><h1>Claims ledger</h1>
-<p>Every claim recorded by the notebooks of this run: the statement, its provenance ([paper]: quoted
-from the papers; [derived]: proved in this project), the measured evidence and the verdict.</p>
-{ledger}</section>
-</main></body></html>
-"""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(out)
-    return {"path": out, "notebooks": len(paths), "claims": n_claims, "mathjax": mathjax_url, **totals}
+    return build_manuscript(build, out, figures=figures, profile=profile, names=names, missing=missing)
 
 
 def default_report_path(profile: str, root: str | os.PathLike | None = None) -> Path:
