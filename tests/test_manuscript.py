@@ -114,6 +114,12 @@ def test_tables_merge_intervals_move_constants_to_the_caption_and_summarise_long
     assert "2,060,000 [824,000, ∞]" in page.html and "−0.500 [−1.00, 0]" in page.html
     assert "e+06" not in page.html and "inf" not in page.html
     assert format_value(2.5e-5) == "2.50×10⁻⁵" and format_value(8832, integer=True) == "8,832"
+    # fractions declared by the notebook (cell metadata report.units) read in % and points
+    points = reshape(parse_table('<table><thead><tr><th>acc</th><th>effect</th><th>effect_lo</th><th>effect_hi</th>'
+                                 '</tr></thead><tbody><tr><td>0.8871</td><td>0.0125</td><td>0.0005</td><td>0.0137</td>'
+                                 '</tr></tbody></table>'), units={"acc": "%", "effect": "points"})
+    assert "<th class=\"num\">accuracy (%)</th>" in points.html and "88.7" in points.html
+    assert "effect (points): mean [95% interval]" in points.html and "1.25 [0.0500, 1.37]" in points.html
 
     build, figures = tmp_path / "build", tmp_path / "figures"
     build.mkdir()

@@ -12,9 +12,13 @@ What a section shows and hides (the notebooks' outputs are never changed; nbval 
   printed lines that state a result, and errors;
 - **folded** with the cell's code (``<details>``, closed): the parameters and papermill's injected
   parameters (as one fold at the top of the section), the setup line, claim verdict lines (the ledger
-  and *What we found* carry them), stderr, and the printed output of cells tagged ``report-fold-output``;
-- **left out**: cells tagged ``report-hide`` and library warnings printed on stdout or stderr
-  (:data:`WARNING_PATTERNS`); those go to ``<report>.log`` and are counted in the summary.
+  and *What we found* carry them), stderr, and the printed output of cells tagged
+  ``report-fold-output`` (or Jupyter Book's ``hide-output``);
+- **left out**: cells tagged ``report-hide`` (or ``remove-cell``) and library warnings printed on
+  stdout or stderr (:data:`WARNING_PATTERNS`); those go to ``<report>.log`` and are counted.
+
+A cell's metadata ``report`` may say how its table's fractions read: ``{"units": {"effect": "points"}}``
+shows the column ``effect`` (and its interval) ×100 in points (see :func:`.tables.reshape`).
 
 Math needs no script: every formula is MathML, written at build time (:mod:`.mathml`).
 """
@@ -47,7 +51,11 @@ LOG_LINE_RES = (re.compile(r"^\d\d_[A-Za-z0-9_]+: profile \w+, seed \d+"),
 WARNING_PATTERNS = (re.compile(r"No positional inputs found for a module"),
                     re.compile(r"^\s*\S*(Warning|warnings\.warn)\b.*"),
                     re.compile(r"^\s*warnings\.warn\("))
-HIDE_TAG, FOLD_OUTPUT_TAG = "report-hide", "report-fold-output"
+# tags that hide a cell from the report, or fold its printed output with its code (Jupyter Book's
+# names for the same intents are accepted too)
+HIDE_TAGS = {"report-hide", "remove-cell"}
+FOLD_OUTPUT_TAGS = {"report-fold-output", "hide-output"}
+REPORT_METADATA = "report"  # cell metadata for the report, e.g. {"units": {"effect": "points"}}
 INJECTED, PARAMETERS = "injected-parameters", "parameters"
 
 CSS = """
@@ -75,6 +83,7 @@ a.fignum, .tabnum { font-weight: bold; }
 .table { margin: .8rem 0; max-width: 100%; } .table-caption { font-size: .85rem; color: #444; margin: .2rem 0; }
 table { border-collapse: collapse; font-size: .85rem; max-width: 100%; }
 th, td { border-bottom: 1px solid #ddd; padding: .2rem .45rem; vertical-align: top; overflow-wrap: anywhere; }
+table.ledger th, table.ledger td { overflow-wrap: break-word; }
 th { background: #f0f0f0; text-align: left; font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.more td { color: #666; font-style: italic; }
@@ -230,14 +239,33 @@ def _figure_html(figure: figs.Figure, ctx: _Context, stem: str, prefix: str, tit
             f'<span class="figsource">{made}</span></figcaption></figure>')
 
 
+def saved_names(source: str, method: str) -> list[str]:
+    """The literal names a cell passes to ``run.<method>(obj, "name")``, in call order."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # IPython magics: no names rather than wrong ones
+        return []
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and n.func.attr == method]
+    names = []
+    for call in sorted(calls, key=lambda n: (n.lineno, n.col_offset)):
+        arg = call.args[1] if len(call.args) > 1 else next((k.value for k in call.keywords if k.arg == "name"), None)
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            names.append(arg.value)
+    return names
+
+
 def _table_html(fragment: str, cell, ctx: _Context) -> str:
     parsed = tables.parse_table(fragment)
     if parsed is None:
         return f'<div class="html">{fragment}</div>'
-    names = re.findall(r"save_table\(.*?,\s*[\"']([^\"']+)[\"']", cell.source, re.S)
+    names = saved_names(cell.source, "save_table")
     csv = ctx.figures_dir / f"{names[0]}.csv" if names and ctx.figures_dir is not None and ctx.files_match else None
     csv_href = ctx.link(csv) if csv is not None and csv.is_file() else None
-    page = tables.reshape(parsed, csv_href=csv_href)
+    units = cell.get("metadata", {}).get(REPORT_METADATA, {}).get("units", {})
+    page = tables.reshape(parsed, csv_href=csv_href, units=units)
     n = ctx.next_table
     ctx.next_table += 1
     ctx.totals["tables"] += 1
@@ -274,7 +302,7 @@ def render_section(nb, stem: str, index: int, ctx: _Context, record: dict | None
     parts, params = [], []
     for i, cell in enumerate(nb.cells):
         tags = set(cell.get("metadata", {}).get("tags", []))
-        if HIDE_TAG in tags or i in dropped or i in caption_cells:
+        if tags & HIDE_TAGS or i in dropped or i in caption_cells:
             continue
         if cell.cell_type == "markdown":
             source = figs.rewrite_references(_drop_interactive(cell.source), labels)
@@ -297,7 +325,7 @@ def render_section(nb, stem: str, index: int, ctx: _Context, record: dict | None
                 if out.get("name") == "stderr":
                     counts["stderr"] += int(bool(result or log))
                     folded_log += result + log
-                elif FOLD_OUTPUT_TAG in tags:
+                elif tags & FOLD_OUTPUT_TAGS:
                     folded_log += result + log
                 else:
                     folded_log += log

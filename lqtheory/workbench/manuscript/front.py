@@ -173,7 +173,7 @@ def ledger_table(rows: list[LedgerRow], notebook_titles: dict[str, str]) -> str:
     """The ledger as one table grouped by notebook."""
     if not rows:
         return '<p class="missing">No claims records were found.</p>'
-    cols = "".join(f'<col style="width: {w}%">' for w in (8, 41, 12, 17, 8, 7, 7))
+    cols = "".join(f'<col style="width: {w}%">' for w in (9, 38, 12, 17, 9, 7, 8))
     head = ("<tr><th class=\"id\">claim</th><th class=\"statement\">statement</th><th class=\"verdict\">verdict</th>"
             "<th class=\"num\">measured: mean [95% interval]</th><th class=\"num\">threshold</th>"
             "<th class=\"num\">margin</th><th class=\"num\">n</th></tr>")

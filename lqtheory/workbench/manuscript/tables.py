@@ -8,7 +8,10 @@ The notebooks' own outputs stay as they are (nbval compares them); the report re
 - a column with one value in every row moves into the caption ("model: mlp-128-1-2-relu");
 - headers that are variable names become words (``dense_acc`` → "dense accuracy");
 - every number of a column is printed the same way: three significant digits, whole numbers with
-  thousands separators, infinities as ∞, never ``e+06``;
+  thousands separators, infinities as ∞, never ``e+06`` (×10ⁿ only in a column of tiny numbers);
+- a column the notebook declares a fraction of accuracy (cell metadata ``report.units``, e.g.
+  ``{"effect": "points", "acc": "%"}``) is shown ×100 with its unit in the header, so accuracies read
+  in % and their differences in points, as the claims are worded;
 - a table longer than :data:`LONG_TABLE` rows shows its first :data:`SHOWN_ROWS` rows and links the
   full CSV in the figures folder.
 
@@ -104,8 +107,9 @@ def to_number(text: str) -> float | None:
         return None
 
 
-def format_value(x: float, *, integer: bool = False) -> str:
-    """One number for a page: grouped integers, three significant digits, ×10ⁿ for the very small."""
+def format_value(x: float, *, integer: bool = False, scientific: bool = True) -> str:
+    """One number for a page: grouped integers, three significant digits, ×10ⁿ for the very small
+    (unless ``scientific`` is False: a small value among larger ones keeps the column's fixed form)."""
     if math.isnan(x):
         return "–"
     if math.isinf(x):
@@ -116,7 +120,7 @@ def format_value(x: float, *, integer: bool = False) -> str:
         return f"{sign}{round(a):,}"
     if a == 0:
         return "0"
-    if a < 1e-3:
+    if a < 1e-3 and scientific:
         mantissa, exponent = f"{a:.2e}".split("e")
         return f"{sign}{mantissa}×10{str(int(exponent)).translate(_SUPERSCRIPT)}"
     digits = max(0, 2 - math.floor(math.log10(a)))
@@ -153,17 +157,31 @@ def _interval_groups(headers: list[str]) -> list[tuple[int, int, int]]:
     return groups
 
 
-def reshape(table: ParsedTable, *, csv_href: str | None = None) -> PageTable:
-    """The table for a page (see the module docstring); ``csv_href`` links the full table."""
+UNIT_WORDS = {"%": "%", "percent": "%", "points": "points"}
+
+
+def reshape(table: ParsedTable, *, csv_href: str | None = None, units: dict[str, str] | None = None) -> PageTable:
+    """The table for a page (see the module docstring); ``csv_href`` links the full table and
+    ``units`` maps a column holding a fraction to the unit it is shown in ("%" or "points")."""
     headers, rows = list(table.headers), [list(r) for r in table.rows]
     numbers = [[to_number(c) for c in col] for col in zip(*rows, strict=True)] if rows else [[] for _ in headers]
+    units = {k: UNIT_WORDS[v] for k, v in (units or {}).items() if v in UNIT_WORDS}
+    unit_of: dict[int, str] = {}
+    for mean, lo, hi in _interval_groups(headers):
+        if headers[mean] in units:
+            unit_of.update(dict.fromkeys((mean, lo, hi), units[headers[mean]]))
+    unit_of.update({j: units[h] for j, h in enumerate(headers) if h in units and j not in unit_of})
+    for j in unit_of:
+        numbers[j] = [None if v is None else 100.0 * v for v in numbers[j]]
 
     def columns_text(*js: int) -> list[list[str]]:
         """The columns ``js`` printed alike: whole numbers only if every value of all of them is one."""
         values = [v for j in js for v in numbers[j]]
         if values and all(v is not None for v in values):
             integer = all(math.isinf(v) or math.isnan(v) or float(v).is_integer() for v in values)
-            return [[format_value(v, integer=integer and math.isfinite(v)) for v in numbers[j]] for j in js]
+            scientific = max((abs(v) for v in values if math.isfinite(v)), default=0.0) < 1e-3
+            return [[format_value(v, integer=integer and math.isfinite(v), scientific=scientific)
+                     for v in numbers[j]] for j in js]
         return [[r[j] for r in rows] for j in js]
 
     groups = {g[0]: g for g in _interval_groups(headers)}
@@ -181,10 +199,11 @@ def reshape(table: ParsedTable, *, csv_href: str | None = None) -> PageTable:
             continue
         if j in groups:
             _, lo, hi = groups[j]
-            out_headers.append(f"{human_header(h)}: mean [95% interval]")
+            unit = f" ({unit_of[j]})" if j in unit_of else ""
+            out_headers.append(f"{human_header(h)}{unit}: mean [95% interval]")
             out_cols.append([f"{m} [{a}, {b}]" for m, a, b in zip(texts[j], texts[lo], texts[hi], strict=True)])
         else:
-            out_headers.append(human_header(h))
+            out_headers.append(human_header(h) + (f" ({unit_of[j]})" if j in unit_of else ""))
             out_cols.append(texts[j])
     constants = []
     if len(rows) >= 2:
