@@ -192,3 +192,19 @@ def test_abstract_and_ledger_come_from_the_claims_records(tmp_path, verdict, lab
     assert ledger.count('id="claim-P1"') == 1 and text.count("<table") == 1  # notebook 99's table is not repeated
     assert f'<span class="verdict verdict-negative">{label}</span>' in ledger
     assert "−0.300" in ledger  # the margin: the interval's lower end 0.2 is 0.3 below the threshold 0.5
+
+
+def test_a_claims_record_of_another_profile_is_flagged_not_passed_off_as_this_run(tmp_path):
+    build, figures = tmp_path / "build", tmp_path / "figures"
+    build.mkdir()
+    (figures / "claims").mkdir(parents=True)
+    claims = [{"id": "T1", "statement": "a theorem", "provenance": "paper", "kind": "theorem", "verdict": "holds",
+               "measured": "max 0.5"}]
+    (figures / "claims" / "01_c.json").write_text(json.dumps({"notebook": "01_c", "profile": "default",
+                                                              "claims": claims}))
+    _write(build / "01_c.ipynb", [nbformat.v4.new_markdown_cell("# C")])
+    out = tmp_path / "report.html"
+    build_manuscript(build, out, figures=figures, profile="ci")
+    text = out.read_text()
+    assert "written at another profile than this report's (01_c)" in text
+    assert "(record of profile default)" in text

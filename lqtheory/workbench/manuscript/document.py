@@ -82,8 +82,9 @@ figcaption { font-size: .9rem; margin-top: .4rem; } figcaption .figsource { colo
 a.fignum, .tabnum { font-weight: bold; }
 .table { margin: .8rem 0; max-width: 100%; } .table-caption { font-size: .85rem; color: #444; margin: .2rem 0; }
 table { border-collapse: collapse; font-size: .85rem; max-width: 100%; }
-th, td { border-bottom: 1px solid #ddd; padding: .2rem .45rem; vertical-align: top; overflow-wrap: anywhere; }
+th, td { border-bottom: 1px solid #ddd; padding: .2rem .45rem; vertical-align: top; }
 table.ledger th, table.ledger td { overflow-wrap: break-word; }
+table.page td.text { min-width: 4rem; }  /* words stay whole: "neuron", not "neur/on" */
 th { background: #f0f0f0; text-align: left; font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.more td { color: #666; font-style: italic; }
@@ -457,7 +458,7 @@ network).</p></nav>
 ([paper]: quoted from the papers; [derived]: proved or conjectured in this project), the verdict, the measured
 mean with its 95% interval against the registered threshold, the margin by which the interval clears the
 threshold on the claimed side (negative: it does not), and what n counts.{csv_note}</p>
-{no_record_note}{front.ledger_table(rows, titles)}</section>
+{no_record_note}{front.ledger_table(rows, titles, profile)}</section>
 </main></body></html>
 """
     out.parent.mkdir(parents=True, exist_ok=True)

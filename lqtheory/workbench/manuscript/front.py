@@ -47,6 +47,7 @@ class LedgerRow:
     threshold: float | None = None
     direction: str | None = None
     evidence: str = ""
+    record_profile: str | None = None  # the profile the notebook's claims record was written at
 
     @property
     def relation(self) -> str:
@@ -100,6 +101,7 @@ def read_ledger(figures_dir: Path | None, notebooks: list[str],
             row = LedgerRow(name, str(c.get("id", "")), str(c.get("statement", "")), provenance, kind,
                             verdict_label(kind, str(c.get("verdict", "")), provenance),
                             threshold=_number(c.get("threshold")), direction=c.get("direction"),
+                            record_profile=record.get("profile"),
                             evidence=str(c.get("measured", "")) if kind == "theorem" else str(c.get("evidence", "")))
             iv = c.get("interval")
             if isinstance(iv, dict) and iv.get("mean") is not None:
@@ -142,6 +144,10 @@ def title_block(profile: str | None, n_notebooks: int, n_figures: int, rows: lis
     """The title, the papers and the abstract (verdict counts and the [paper] claims with intervals)."""
     counts = verdict_counts(rows)
     count_text = ", ".join(f"{n} {label}" for label, n in counts.items()) or "no claims recorded"
+    other = sorted({r.notebook for r in rows if profile and r.record_profile and r.record_profile != profile})
+    other_text = (f' <strong class="missing">The claims records of {len(other)} notebook(s) were written at another '
+                  f"profile than this report's ({html.escape(', '.join(other))}); their verdicts are not this run's."
+                  "</strong>" if other else "")
     meaning = PROFILE_MEANING.get(profile or "", f"the <code>{html.escape(profile)}</code> profile" if profile
                                   else "the executed notebooks")
     headline = [r for r in rows if r.kind == "empirical" and r.provenance == "paper" and r.verdict != "not evaluated"]
@@ -162,15 +168,15 @@ def title_block(profile: str | None, n_notebooks: int, n_figures: int, rows: lis
 <section class="abstract" id="abstract"><h2>Abstract</h2>
 <p>This report reproduces the claims of {PAPERS}. It was built from {n_notebooks} executed notebooks at
 {meaning}; they made {n_figures} figures and recorded {len(rows)} claims: {html.escape(count_text)}.
-{theorem_text} Empirical claims are decided from a 95% interval against a threshold registered before
+{theorem_text}{other_text} Empirical claims are decided from a 95% interval against a threshold registered before
 the measurement: <em>supported</em> when the interval lies on the claimed side, <em>contradicted</em>
 when it lies on the other side, <em>inconclusive</em> when it covers the threshold.</p>
 {f'<p>The papers&#8217; empirical claims:</p><ul class="headline">{items}</ul>' if items else ""}
 </section></header>"""
 
 
-def ledger_table(rows: list[LedgerRow], notebook_titles: dict[str, str]) -> str:
-    """The ledger as one table grouped by notebook."""
+def ledger_table(rows: list[LedgerRow], notebook_titles: dict[str, str], profile: str | None = None) -> str:
+    """The ledger as one table grouped by notebook (a record of another profile than ``profile`` flagged)."""
     if not rows:
         return '<p class="missing">No claims records were found.</p>'
     cols = "".join(f'<col style="width: {w}%">' for w in (9, 38, 12, 17, 9, 7, 8))
@@ -182,6 +188,8 @@ def ledger_table(rows: list[LedgerRow], notebook_titles: dict[str, str]) -> str:
         if r.notebook != current:
             current = r.notebook
             title = notebook_titles.get(r.notebook, r.notebook)
+            if profile and r.record_profile and r.record_profile != profile:
+                title += f' <span class="missing">(record of profile {html.escape(r.record_profile)})</span>'
             body.append(f'<tr class="group"><th colspan="7"><a href="#section-{html.escape(r.notebook)}">'
                         f'{title}</a> <span class="source">{html.escape(r.notebook)}</span></th></tr>')
         margin = r.margin

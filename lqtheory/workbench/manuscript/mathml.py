@@ -21,6 +21,9 @@ from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 # commands latex2mathml 3.81 leaves as literal text, written as the characters they stand for
 DELIMITERS = {r"\lceil": "⌈", r"\rceil": "⌉", r"\lfloor": "⌊", r"\rfloor": "⌋"}
 _DELIMITER_RE = re.compile("|".join(re.escape(k) + r"(?![A-Za-z])" for k in DELIMITERS))
+# \operatorname{a\_b} (an operator name with escaped underscores) falls apart into single letters in
+# latex2mathml; as upright text with plain underscores it reads as written
+_OPERATOR_WITH_UNDERSCORE_RE = re.compile(r"\\operatorname\{([A-Za-z]+(?:\\_[A-Za-z]+)+)\}")
 # a TeX command still visible in the converted MathML: the conversion did not understand it
 _LEFTOVER_RE = re.compile(r">[^<]*\\[A-Za-z]+[^<]*<")
 
@@ -33,14 +36,19 @@ class MathCounter:
         self.failed: list[str] = []
 
 
+def _operator_as_text(m: re.Match) -> str:
+    return "\\text{" + m.group(1).replace("\\_", "_") + "}"
+
+
 def tex_to_mathml(tex: str, *, display: bool, counter: MathCounter | None = None) -> str:
     """One formula as a MathML ``<math>`` element (``display="block"`` for display math)."""
     from latex2mathml.converter import convert
 
     source = tex.strip()
     try:
-        mathml = convert(_DELIMITER_RE.sub(lambda m: DELIMITERS[m.group(0)], source),
-                         display="block" if display else "inline")
+        prepared = _DELIMITER_RE.sub(lambda m: DELIMITERS[m.group(0)], source)
+        prepared = _OPERATOR_WITH_UNDERSCORE_RE.sub(_operator_as_text, prepared)
+        mathml = convert(prepared, display="block" if display else "inline")
         if _LEFTOVER_RE.search(mathml):
             raise ValueError("unknown command")
     except Exception:  # noqa: BLE001 - any parse failure falls back to the visible source

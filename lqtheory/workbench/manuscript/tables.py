@@ -35,7 +35,7 @@ HEADER_WORDS = {
     "dense_longer_acc": "dense accuracy, trained longer", "dense_longer": "dense, trained longer",
     "dense_epochs": "dense epochs", "longer_epochs": "longer epochs", "n_seeds": "seeds",
     "remaining_pct": "remaining (%)", "speedup": "speed-up", "control_mean": "control mean",
-    "gain_longer": "gain when trained longer", "control_loss": "control − dense",
+    "gain_longer": "gain when trained longer", "control_loss": "loss of the control against dense",
     "pqi_mean": "mean PQI", "gini_mean": "mean Gini", "m_over_d": "m/d", "sap_kept_fraction": "SAP kept fraction",
     "kept_fraction": "kept fraction", "max_unit_tail": "max unit tail", "mean_unit_tail": "mean unit tail",
     "tail_within_eps": "tail within ε", "eps": "ε", "cosine_drift": "cosine drift", "lam": "λ",
