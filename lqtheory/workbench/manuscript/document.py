@@ -90,6 +90,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.more td { color: #666; font-style: italic; }
 table.ledger { width: 100%; table-layout: fixed; }
 table.ledger tr.group th { background: #e8edf5; font-size: .9rem; }
+table.ledger td.nowrap { white-space: nowrap; }
 table.ledger .evidence { color: #666; font-size: .78rem; }
 .provenance { color: #666; font-size: .78rem; white-space: nowrap; }
 .verdict { font-weight: bold; }

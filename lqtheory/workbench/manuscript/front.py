@@ -69,7 +69,11 @@ class LedgerRow:
     def interval_text(self) -> str:
         if self.mean is None:
             return ""
-        return f"{format_value(self.mean)} [{format_value(self.lo)}, {format_value(self.hi)}]"
+        values = [self.mean, self.lo, self.hi]
+        # ×10ⁿ only when the whole interval is tiny, so that its three numbers read alike
+        scientific = max((abs(v) for v in values if math.isfinite(v)), default=0.0) < 1e-3
+        mean, lo, hi = (format_value(v, scientific=scientific) for v in values)
+        return f"{mean} [{lo}, {hi}]"
 
 
 def _number(x) -> float | None:
@@ -179,7 +183,7 @@ def ledger_table(rows: list[LedgerRow], notebook_titles: dict[str, str], profile
     """The ledger as one table grouped by notebook (a record of another profile than ``profile`` flagged)."""
     if not rows:
         return '<p class="missing">No claims records were found.</p>'
-    cols = "".join(f'<col style="width: {w}%">' for w in (9, 38, 12, 17, 9, 7, 8))
+    cols = "".join(f'<col style="width: {w}%">' for w in (11, 34, 12, 18, 8, 8, 9))
     head = ("<tr><th class=\"id\">claim</th><th class=\"statement\">statement</th><th class=\"verdict\">verdict</th>"
             "<th class=\"num\">measured: mean [95% interval]</th><th class=\"num\">threshold</th>"
             "<th class=\"num\">margin</th><th class=\"num\">n</th></tr>")
@@ -198,11 +202,11 @@ def ledger_table(rows: list[LedgerRow], notebook_titles: dict[str, str], profile
             f'<span class="evidence">{html.escape(r.evidence)}</span>'
         evidence = f'<div class="evidence">{html.escape(r.evidence)}</div>' if r.evidence and r.mean is not None else ""
         body.append(
-            f'<tr id="claim-{html.escape(r.id)}"><td class="id">{html.escape(r.id)}</td>'
+            f'<tr id="claim-{html.escape(r.id)}"><td class="id">{html.escape(r.id).replace(".", ".<wbr>")}</td>'
             f'<td class="statement">{html.escape(r.statement)} <span class="provenance">[{html.escape(r.provenance)}]'
             f"</span>{evidence}</td><td class=\"verdict\">{_verdict(r.verdict)}</td>"
             f'<td class="num">{measured}</td><td class="num">{html.escape(r.relation)}</td>'
-            f'<td class="num">{html.escape(format_value(margin)) if margin is not None else ""}</td>'
+            f'<td class="num nowrap">{html.escape(format_value(margin)) if margin is not None else ""}</td>'
             f'<td class="num">{html.escape(r.n)}</td></tr>')
     return (f'<table class="ledger"><colgroup>{cols}</colgroup><thead>{head}</thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
