@@ -208,3 +208,30 @@ def test_a_claims_record_of_another_profile_is_flagged_not_passed_off_as_this_ru
     text = out.read_text()
     assert "written at another profile than this report's (01_c)" in text
     assert "(record of profile default)" in text
+
+
+def test_a_cell_showing_one_figure_per_model_is_one_numbered_figure_with_each_file(tmp_path):
+    build, figures = tmp_path / "build", tmp_path / "figures"
+    build.mkdir()
+    (figures / "claims").mkdir(parents=True)
+    for name in ("e3_methods_a", "e3_methods_b"):
+        (figures / f"{name}.png").write_bytes(PNG_FILE + name.encode())
+    (figures / "e3_methods_a.pdf").write_bytes(b"%PDF")
+    record = {"notebook": "01_m", "profile": "ci", "claims": [],
+              "artifacts": ["e3_phases.png", "e3_methods_a.png", "e3_methods_a.pdf", "e3_methods_b.png"]}
+    (figures / "claims" / "01_m.json").write_text(json.dumps(record))
+    _write(build / "01_m.ipynb", [
+        nbformat.v4.new_markdown_cell("# M"),
+        _code('for m in models:\n    run.save_figure(fig, f"e3_methods_{m}")', _image(), _image()),
+        nbformat.v4.new_markdown_cell("*Figure (one per model): top, accuracy; bottom, the PQ Index.*"),
+    ])
+    out = tmp_path / "report.html"
+    summary = build_manuscript(build, out, figures=figures, profile="ci")
+    text = out.read_text()
+    assert summary["figures"] == 1 and summary["print_resolution"] == 2
+    for name in ("e3_methods_a", "e3_methods_b"):
+        assert base64.b64encode(PNG_FILE + name.encode()).decode() in text
+    assert "(panel 1 of 2)" in text and "(panel 2 of 2)" in text
+    assert '<a class="fignum" href="#figure-1">Figure 1.</a> top, accuracy; bottom, the PQ Index.' in text
+    assert 'href="figures/e3_methods_a.pdf"' in text and 'href="figures/e3_methods_b.png"' in text  # the PDF if any
+    assert "e3_phases" not in text
