@@ -267,3 +267,29 @@ def test_minilm_from_its_wheel():
     assert p.summary["layers"] == 6 * 6 + 1  # q, k, v, attention out, intermediate, output; + pooler
     assert any(r.startswith("embedding") for r in p.skipped.reason)
     assert p.verification.tail_within_eps.all() and p.degradation == "cosine_drift"
+
+
+def test_verification_plot_draws_zero_tails_at_a_stated_floor_and_labels_each_point_once():
+    """Issue #23: zero tails sat at an unexplained 1e-6 on the log axis; labels at x = 1 overprinted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = profile(_mlp(), "digits", n_data=32, eps=(0.3, 0.1, 0.03))
+    v = p.verification.copy()
+    v.loc[v.budget == "S1", ["max_unit_tail", "kept_fraction"]] = [0.0, 1.0]  # S1 keeps everything: tail 0
+    v.loc[v.budget == "S1", p.degradation] = 0.0
+    p.verification = v
+    fig = p.plot_verification()
+    left, right = fig.axes[0], fig.axes[1]
+    ys = [y for line in left.get_lines() for y in line.get_ydata()]
+    assert 1e-6 not in ys and min(ys) > 0
+    floor_lines = [ln for ln in left.get_lines() if "exactly 0" in ln.get_label()]
+    assert len(floor_lines) == 1 and "drawn at" in floor_lines[0].get_label()
+    assert all(y == min(ys) for y in floor_lines[0].get_ydata())  # on the floor, below every real tail
+    texts = [t.get_text() for t in right.texts]
+    at_one = [t for t in right.texts if t.xy[0] == 1.0]
+    assert len(at_one) == 1 and at_one[0].get_text() == "every ε"  # three S1 points, one label
+    assert len(texts) == len({t.xy for t in right.texts})
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""The HTML report of executed notebooks (lqtheory.workbench.report, `lqtheory reproduce --report`)."""
+"""The HTML report of executed notebooks (lqtheory.report, `lqtheory reproduce --report`)."""
 
 import base64
 import json
@@ -6,7 +6,7 @@ import json
 import nbformat
 import pytest
 
-from lqtheory.workbench.report import build_report, executed_notebooks, find_mathjax
+from lqtheory.workbench.report import build_report, executed_notebooks
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
@@ -44,43 +44,41 @@ def test_report_is_one_file_with_toc_math_figures_folded_code_and_ledger(tmp_pat
         {"id": "S1", "statement": "a long statement < with markup", "provenance": "derived", "kind": "theorem",
          "measured": "max 0.5", "verdict": "holds"},
         {"id": "E2", "statement": "keeps accuracy", "provenance": "paper", "kind": "empirical", "measured": "",
-         "verdict": "inconclusive", "interval": {"mean": 0.01, "lo": -0.01, "hi": 0.03, "n": 3}}]}))
+         "verdict": "inconclusive", "threshold": 0.02, "direction": "below",
+         "interval": {"mean": 0.01, "lo": -0.01, "hi": 0.03, "n": 3}}]}))
     out = tmp_path / "report" / "report.html"
 
     summary = build_report(build, out, figures=figures, profile="ci", missing=["05_gone"])
 
     text = out.read_text()
     assert [p.stem for p in executed_notebooks(build)] == ["01_first", "02_second", "99_claims_ledger"]
-    assert summary["notebooks"] == 3 and summary["figures"] == 3 and summary["errors"] == 1
+    # the ledger notebook's own copy of the ledger is not repeated: two sections, its figure left out
+    assert summary["notebooks"] == 3 and summary["figures"] == 2 and summary["errors"] == 1
     assert summary["claims"] == 2
-    assert text.count(f"data:image/png;base64,{PNG}") == 3  # embedded, no external image files
-    assert r"$\sigma_s(w)_1 \le s^{1-1/q}\|w\|_q$" in text  # math left as TeX for MathJax
-    assert "$$\\|w\\|_q" in text
-    assert text.count('<details class="code">') == 3 and "print" in text
+    assert text.count(f"data:image/png;base64,{PNG}") == 2  # embedded, no external image files
+    assert "<script" not in text and "mathjax" not in text.lower()  # math needs no script
+    assert "$" not in text.replace("$$", "")  # (no dollar signs at all in this fixture's output)
+    assert text.count("<math ") == 4  # two formulas per notebook: MathML, the TeX kept in alttext
+    assert 'alttext="\\sigma_s(w)_1 \\le s^{1-1/q}\\|w\\|_q"' in text
+    assert text.count('<details class="code"') == 2 and "print" in text
     assert "1 < 2" not in text  # code is escaped
     # table of contents: titles (in run order, ledger last) and section headings link to unique ids
-    assert text.index("First notebook</a>") < text.index("Second</a>") < text.index("Ledger</a>")
+    assert text.index("First notebook</a>") < text.index("Second</a>") < text.index("Claims ledger: every claim")
     for anchor in ("nb1-first-notebook", "nb1-section-more", "nb2-section-more"):
         assert f'href="#{anchor}"' in text and f'id="{anchor}"' in text
     assert "What we found" in text
     assert "05_gone: no executed copy" in text
     assert "1 error output(s)" in text and "ValueError: bad" in text and "\x1b[" not in text
-    assert 'class="statement">a long statement &lt; with markup' in text
-    assert "0.01 [-0.01, 0.03], n = 3" in text and "verdict-open" in text and "verdict-positive" in text
-    assert "<script" in text and ("renders offline" in text or "CDN" in text)  # which MathJax, said
+    assert 'a long statement &lt; with markup <span class="provenance">[derived]' in text
+    assert "0.0100 [−0.0100, 0.0300]" in text and "&lt; 0.02" in text and "verdict-open" in text
+    assert "verdict-positive" in text
+    # the verdict line a notebook prints is folded with its code, not shown as a result
+    assert '<pre class="log">[S1] HOLDS' in text
 
 
 def test_report_needs_executed_notebooks(tmp_path):
     with pytest.raises(ValueError, match="no executed notebooks"):
         build_report(tmp_path, tmp_path / "r.html")
-
-
-def test_mathjax_override(monkeypatch, tmp_path):
-    local = tmp_path / "MathJax.js"
-    local.write_text("// stub")
-    monkeypatch.setenv("LQTHEORY_MATHJAX", str(local))
-    url, note = find_mathjax()
-    assert url == local.resolve().as_uri() and "offline" in note
 
 
 def test_reproduce_report_option_writes_the_report(tmp_path):
@@ -103,13 +101,13 @@ seed = 0
 n = None
 
 # %%
-from lqtheory.workbench.session import setup
+from lqtheory.notebook import setup
 PROFILES = {"ci": dict(n=1), "default": dict(n=2), "paper": dict(n=3)}
 run = setup("01_tiny", globals(), profiles=PROFILES)
 
 # %%
 import matplotlib.pyplot as plt
-from lqtheory.workbench.findings import findings
+from lqtheory.notebook import findings
 fig, ax = plt.subplots()
 ax.plot([1, 2], [1, 4])
 run.save_figure(fig, "curve")
@@ -131,5 +129,6 @@ findings(run)
     assert reproduce.run(args, out=out) == 0, out.getvalue()
     assert f"report: {report} (1 notebooks, 1 figures, 1 claims)" in out.getvalue()
     html_text = report.read_text()
-    assert "data:image/png;base64," in html_text and r"$\sigma_s(w)_1$" in html_text
+    assert "data:image/png;base64," in html_text and 'alttext="\\sigma_s(w)_1"' in html_text
     assert "What we found" in html_text and 'class="statement">n is positive' in html_text
+    assert 'id="figure-1"' in html_text and "curve.pdf" in html_text  # the 120-dpi file, its PDF linked

@@ -14,7 +14,6 @@ __all__ = [
     "ENV_DATA",
     "ENV_EXECUTOR",
     "ENV_FIGURES",
-    "ENV_MATHJAX",
     "ENV_PROGRESS",
     "ENV_SCHEDULER",
     "NEGATIVE_VERDICTS",
@@ -42,5 +41,4 @@ ENV_BATCH = "LQTHEORY_BATCH"  # "1" / "0": force batch (non-interactive) / inter
 ENV_CLAIMS = "LQTHEORY_CLAIMS"  # the claims registry to use instead of <repo>/notebooks/claims.toml
 ENV_SCHEDULER = "LQTHEORY_SCHEDULER"  # address of the Dask scheduler grids go to (set by `lqtheory reproduce`)
 ENV_EXECUTOR = "LQTHEORY_EXECUTOR"  # "dask" | "serial": the executor when none is passed
-ENV_MATHJAX = "LQTHEORY_MATHJAX"  # path or URL of MathJax for the HTML report
 ENV_DATA = "LQTHEORY_DATA"  # the data folder instead of <repo>/data

@@ -57,6 +57,16 @@ def _jsonable(df: pd.DataFrame | None):
     return json.loads(df.to_json(orient="records"))
 
 
+def _zero_floor(tails, eps) -> float:
+    """Where a zero tail is drawn on the log axis: a decade below the smallest value shown."""
+    import numpy as np
+
+    values = np.concatenate([np.asarray(tails, float), np.asarray(eps, float)])
+    positive = values[values > 0]
+    smallest = positive.min() if positive.size else 1.0
+    return float(10.0 ** (np.floor(np.log10(smallest)) - 1))
+
+
 @dataclass
 class Profile:
     """The profile of one model. Tables (pandas DataFrames): ``units`` (one row per unit), ``layers``,
@@ -114,19 +124,42 @@ class Profile:
 
         if self.verification is None:
             return None
-        fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8))
-        axes[0].plot(self.verification.eps.unique(), self.verification.eps.unique(), "k:", label="ε (guaranteed ≥)")
-        key = self.degradation if self.degradation in self.verification else "drift"
-        for c, (budget, v) in enumerate(self.verification.groupby("budget", sort=False)):
-            axes[0].plot(v.eps, v.max_unit_tail.clip(lower=1e-6), "o-", color=f"C{c}", label=f"{budget}: worst unit")
-            axes[1].plot(v.kept_fraction, v[key], "o-", color=f"C{c}", label=f"{budget} budgets: measured {key}")
+        fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.6))
+        v_all = self.verification
+        axes[0].plot(v_all.eps.unique(), v_all.eps.unique(), "k:", label="ε (guaranteed ≥)")
+        key = self.degradation if self.degradation in v_all else "drift"
+        floor = _zero_floor(v_all.max_unit_tail, v_all.eps)
+        every_eps = sorted(v_all.eps.unique())
+        points: dict[tuple[float, float], list[float]] = {}  # coinciding points of the right panel share a label
+        for c, (budget, v) in enumerate(v_all.groupby("budget", sort=False)):
+            positive, zero = v[v.max_unit_tail > 0], v[v.max_unit_tail <= 0]
+            if len(positive):
+                axes[0].plot(positive.eps, positive.max_unit_tail, "o-", color=f"C{c}", label=f"{budget}: worst unit")
+            if len(zero):  # a tail of exactly 0 has no place on a log axis: an open marker on the floor
+                axes[0].plot(zero.eps, [floor] * len(zero), "v", color=f"C{c}", markerfacecolor="none",
+                             clip_on=False, label=f"{budget}: worst unit tail exactly 0 (drawn at {floor:.0e})")
+            axes[1].plot(v.kept_fraction, v[key], "o-", color=f"C{c}", label=f"{budget} budgets")
             for _, r in v.iterrows():
-                axes[1].annotate(f"ε={r.eps:g}", (r.kept_fraction, r[key]), fontsize=7)
+                points.setdefault((round(r.kept_fraction, 3), round(float(r[key]), 4)), []).append(float(r.eps))
+        x_span = max(1e-9, float(v_all.kept_fraction.max() - v_all.kept_fraction.min()))
+        previous, lift = None, 0
+        for (x, y), eps in sorted(points.items()):
+            eps = sorted(set(eps))
+            text = "every ε" if eps == every_eps and len(eps) > 1 else "ε=" + ", ".join(f"{e:g}" for e in eps)
+            # a label close to the previous one (same height, near in x) goes one line higher
+            near = previous is not None and abs(x - previous[0]) < 0.15 * x_span and abs(y - previous[1]) < 1e-9
+            lift = lift + 1 if near else 0
+            axes[1].annotate(text, (x, y), xytext=(-4 if x >= 0.95 else 4, 5 + 9 * lift), textcoords="offset points",
+                             fontsize=7, ha="right" if x >= 0.95 else "left")
+            previous = (x, y)
         axes[0].set(xscale="log", yscale="log", xlabel="ε", ylabel="relative ℓ1 tail of a unit",
                     title="predicted ε vs measured tail")
+        axes[0].set_ylim(bottom=floor / 2)
         axes[0].legend(fontsize=7)
-        axes[1].set(xlabel="kept fraction of weights", ylabel=key, title="pruned by the budgets (no retraining)")
-        axes[1].legend(fontsize=7)
+        name = key.replace("_", " ")
+        axes[1].set(xlabel="kept fraction of weights", ylabel=f"measured {name}",
+                    title="pruned by the budgets (no retraining)")
+        handles, names = axes[1].get_legend_handles_labels()
         if self.bound is not None:
             ax2 = axes[1].twinx()
             b = self.bound[self.bound.budget == "exact"]
@@ -135,7 +168,11 @@ class Profile:
             ax2.plot(self.verification[self.verification.budget == "exact"].kept_fraction, b.observed_mean, "^:",
                      color="C5", label="observed mean |Δf|")
             ax2.set(yscale="log", ylabel="output deviation")
-            ax2.legend(fontsize=7, loc="center right")
+            more, more_names = ax2.get_legend_handles_labels()
+            handles, names = handles + more, names + more_names
+        # one legend below the panel: inside, it covered the curves
+        axes[1].legend(handles, names, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+        fig.subplots_adjust(left=0.08, right=0.9, bottom=0.34, top=0.92, wspace=0.35)
         return fig
 
     def figures(self) -> dict:

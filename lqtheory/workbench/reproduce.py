@@ -336,6 +336,9 @@ def _write_report(target, build: Path, figures: Path, profile: str, selected: Se
         return 1
     print(f"report: {summary['path']} ({summary['notebooks']} notebooks, {summary['figures']} figures, "
           f"{summary['claims']} claims)", file=out)
+    if summary.get("warnings") or summary.get("math_failed"):  # left out of the report, listed beside it
+        print(f"report: {summary.get('warnings', 0)} library warning(s) and {summary.get('math_failed', 0)} "
+              f"formula(s) not typeset: see {Path(summary['path']).with_suffix('.log')}", file=out)
     return 0
 
 
