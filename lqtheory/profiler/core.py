@@ -218,20 +218,21 @@ def _mlp_bound(loaded: Loaded, all_budgets, evaluator: Evaluator, s: Settings):
 
 def profile(model, data=None, *, arch: str | None = None, eps=None, settings: Settings | None = None,
             n_data: int = 256, export: bool | float = False, input_shape=None, label: str | None = None,
-            curve_eps=CURVE_EPS) -> Profile:
+            curve_eps=CURVE_EPS, trust_pickle: bool = False) -> Profile:
     """Profile ``model`` (an ``nn.Module`` or a path, see :func:`lqtheory.profiler.load_model`).
 
     ``data`` (a registry data set name, ``"english"``, ``"sample-images"``, a path, a tensor, ``(x, y)``
     or a list of texts) turns on verification: pruning by the predicted budgets at every ε and measuring
     the degradation. ``eps``: the relative ℓ1 tails (default 0.3, 0.1, 0.03, 0.01). ``export``: also
     build a physically smaller model with Torch-Pruning (True: at ε = 0.1; a float: at that ε).
+    ``trust_pickle``: allow unpickling a whole pickled module from a file (it can run arbitrary code).
     Returns a :class:`Profile`. Raises :class:`ProfileInputError` on bad input.
     """
     start = time.perf_counter()
     s = settings or Settings()
     if eps is not None:
         s = Settings(**{**s.__dict__, "eps": tuple(eps)})
-    loaded = load_model(model, arch=arch, input_shape=input_shape)
+    loaded = load_model(model, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
     if label:
         loaded.label = label
     weights, kinds, skipped = profiled_weights(loaded.model)
