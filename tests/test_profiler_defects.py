@@ -83,3 +83,11 @@ def test_help_and_readme_name_the_opt_in_and_its_risk(capsys):
     assert "--trust-pickle" in help_text and "arbitrary code" in help_text
     readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
     assert "--trust-pickle" in readme and "arbitrary code" in readme
+
+
+def test_a_bfloat16_model_reads_the_float32_indices():
+    m = build_model("mlp-256-1-2-relu", (1, 8, 8), 10).bfloat16()  # issue #22 0b: mean PQI was 7% low
+    half = profile(m).summary
+    full = profile(m.float()).summary  # the same (bf16-representable) weights, in float32
+    for key in ("pqi_mean", "si_mean", "m_over_d"):
+        assert half[key] == pytest.approx(full[key], rel=2e-3), key
