@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from lqtheory.models import build_model
 from lqtheory.profiler import ProfileInputError, profile
@@ -91,3 +92,83 @@ def test_a_bfloat16_model_reads_the_float32_indices():
     full = profile(m.float()).summary  # the same (bf16-representable) weights, in float32
     for key in ("pqi_mean", "si_mean", "m_over_d"):
         assert half[key] == pytest.approx(full[key], rel=2e-3), key
+
+
+def _data(tmp_path, name, **tensors):
+    torch.save(tensors, tmp_path / name)
+    return tmp_path / name
+
+
+def test_labels_outside_the_class_range_are_an_error(tmp_path, capsys):
+    torch.save(build_model("mlp-32-1-2-relu", (64,), 10).state_dict(), tmp_path / "sd.pt")
+    x = torch.randn(50, 64)
+    for bad in (100, -1, 10):
+        path = _data(tmp_path, f"y{bad}.pt", x=x, y=torch.full((50,), bad))
+        code, out, err = _cli(capsys, tmp_path / "sd.pt", "--arch", "mlp-32-1-2-relu", "--data", path)
+        _one_line_exit_2(code, err, "label")
+        assert "accuracy_drop" not in out
+    ok = _data(tmp_path, "ok.pt", x=x, y=torch.randint(0, 10, (50,)))
+    code, out, err = _cli(capsys, tmp_path / "sd.pt", "--arch", "mlp-32-1-2-relu", "--data", ok)
+    assert code == 0 and "accuracy_drop" in out, err
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    pytest.importorskip("safetensors")
+    from safetensors.torch import save_file
+
+    m = build_model("mlp-32-1-2-relu", (64,), 10)
+    torch.save(m.state_dict(), tmp_path / "sd.pt")
+    arch = ["--arch", "mlp-32-1-2-relu"]
+    with torch.device("meta"):
+        torch.save(build_model("mlp-32-1-2-relu", (64,), 10), tmp_path / "meta.pt")
+    save_file(m.state_dict(), str(tmp_path / "ok.safetensors"))
+    raw = (tmp_path / "ok.safetensors").read_bytes()
+    files = {"truncated.safetensors": raw[: len(raw) // 2], "tiny.safetensors": raw[:4],
+             "garbage.safetensors": b"\x10\0\0\0\0\0\0\0{not json here!!", "empty.safetensors": b"",
+             "empty.pt": b""}
+    for name, body in files.items():
+        (tmp_path / name).write_bytes(body)
+    cases = {
+        "input": [tmp_path / "sd.pt", *arch, "--data", _data(tmp_path, "narrow.pt", x=torch.randn(50, 15))],
+        "length": [tmp_path / "sd.pt", *arch, "--data",
+                   _data(tmp_path, "short_y.pt", x=torch.randn(50, 64), y=torch.randint(0, 10, (10,)))],
+        "meta": [tmp_path / "meta.pt", "--trust-pickle"],
+        "--n-data": [tmp_path / "sd.pt", *arch, "--data", "digits", "--n-data", "-5"],
+        **{name: [tmp_path / name, *arch] for name in files},
+    }
+    for needle, argv in cases.items():
+        code, out, err = _cli(capsys, *argv)
+        _one_line_exit_2(code, err, needle)
+
+
+class _TiedMLP(nn.Sequential):
+    def __init__(self):
+        super().__init__(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+        self[3].weight = self[1].weight
+
+
+def test_tied_weights_are_profiled_once():
+    torch.manual_seed(0)
+    model = _TiedMLP()
+    x, y = torch.randn(40, 64), torch.randint(0, 10, (40,))
+    p = profile(model, (x, y), eps=(0.3, 0.1))
+    assert p.summary["units"] == 64 + 10  # the shared matrix once
+    assert "shared" in p.skipped.set_index("name").loc["3.weight", "reason"]
+    assert p.verification is not None and p.bound is not None and p.bound.bound_holds.all()
+    assert torch.equal(model[3].weight, model[1].weight)  # masks restored on the one shared tensor
+
+
+def test_a_weight_norm_parametrization_is_profiled_by_its_effective_weight():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    torch.nn.utils.parametrizations.weight_norm(model[1])
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    with torch.no_grad():
+        plain.load_state_dict({"1.weight": model[1].weight, "1.bias": model[1].bias, "3.weight": model[3].weight,
+                               "3.bias": model[3].bias})
+    x, y = torch.randn(40, 64), torch.randint(0, 10, (40,))
+    got, ref = profile(model, (x, y), eps=(0.3,)), profile(plain, (x, y), eps=(0.3,))
+    assert got.summary["units"] == 32 + 10
+    assert got.summary["pqi_mean"] == pytest.approx(ref.summary["pqi_mean"], rel=1e-6)
+    assert got.verification.accuracy.tolist() == pytest.approx(ref.verification.accuracy.tolist())
+    assert torch.nn.utils.parametrize.is_parametrized(model[1])  # the user's model is left as it was

@@ -146,7 +146,10 @@ def _load_file(path: Path, arch: str | None, input_shape, trust_pickle: bool = F
     if suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as err:  # SafetensorError: truncated, empty, header too small, invalid JSON
+            _fail(f"{path}: not a readable .safetensors file ({type(err).__name__}: {_first_line(err)})")
     elif suffix in (".pt", ".pth", ".bin", ".ts", ".jit"):
         if _is_torchscript(path):
             model = torch.jit.load(str(path), map_location="cpu")
