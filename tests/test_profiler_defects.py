@@ -172,3 +172,23 @@ def test_a_weight_norm_parametrization_is_profiled_by_its_effective_weight():
     assert got.summary["pqi_mean"] == pytest.approx(ref.summary["pqi_mean"], rel=1e-6)
     assert got.verification.accuracy.tolist() == pytest.approx(ref.verification.accuracy.tolist())
     assert torch.nn.utils.parametrize.is_parametrized(model[1])  # the user's model is left as it was
+
+
+def test_labels_that_look_like_tex_or_html_are_shown_literally(tmp_path, capsys):
+    tex, xss = "a$\\foo$.pt", "<img src=x onerror=alert(1)>.pt"
+    for name in (tex, xss):
+        torch.save(_mlp().state_dict(), tmp_path / name)
+        code, out, err = _cli(capsys, tmp_path / name, "--arch", "mlp-24-1-2-relu", "--data", "digits", "--n-data",
+                              "32", "--eps", "0.3", "--html", tmp_path / "r.html", "--markdown", tmp_path / "r.md")
+        assert code == 0, err
+        page, md = (tmp_path / "r.html").read_text(), (tmp_path / "r.md").read_text()
+        assert page.count("data:image/png;base64,") == 3
+        if name == xss:
+            assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+            assert "<img src=x" not in md  # Markdown renders raw HTML: escaped there too
+    p = profile(_mlp(), "digits", n_data=32, eps=(0.3,), label=tex)
+    for fig in (p.plot_curves(), p.plot_layers()):
+        title = fig.axes[0].title
+        fig.canvas.draw()  # mathtext would raise ParseFatalException: Unknown symbol: \foo
+        assert title.get_text().startswith(tex) and not title.get_parse_math()
+    assert "&lt;img src=x onerror=alert(1)&gt;" in profile(_mlp(), label=xss).to_markdown()
