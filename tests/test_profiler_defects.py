@@ -192,3 +192,62 @@ def test_labels_that_look_like_tex_or_html_are_shown_literally(tmp_path, capsys)
         fig.canvas.draw()  # mathtext would raise ParseFatalException: Unknown symbol: \foo
         assert title.get_text().startswith(tex) and not title.get_parse_math()
     assert "&lt;img src=x onerror=alert(1)&gt;" in profile(_mlp(), label=xss).to_markdown()
+
+
+@pytest.mark.parametrize("width", [4, 16, 24])
+def test_export_reports_the_units_the_exported_model_has(width):
+    pytest.importorskip("torch_pruning")
+    p = profile(_mlp(width=width), "digits", n_data=32, eps=(0.3,), export=1.0)  # eps 1: keep as few as possible
+    e = p.export
+    assert e["status"] == "ok"
+    hidden = [m.weight.shape[0] for m in e["model"].modules() if isinstance(m, nn.Linear)][:-1]  # head not pruned
+    assert e["units_kept_exact"] == sum(hidden) and e["units"] == 2 * width
+    assert 1 <= min(hidden) and sum(hidden) < e["units"]  # eps = 1 keeps one unit per layer, never zero
+    assert (e["params"] < e["dense_params"]) and e["size_ratio"] < 1
+
+
+def test_output_paths_are_checked_before_any_computation(tmp_path, capsys, monkeypatch):
+    import lqtheory.profiler as profiler_pkg
+
+    torch.save(_mlp().state_dict(), tmp_path / "sd.pt")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "r.json").write_text("{}")
+    (tmp_path / "locked" / "r.json").chmod(0o444)
+    (tmp_path / "locked").chmod(0o555)
+    calls = []
+    monkeypatch.setattr(profiler_pkg, "profile", lambda *a, **k: calls.append(a) or pytest.fail("profiled"))
+    try:
+        cases = {
+            "--html": ["--html", tmp_path / "folder"],
+            "--json": ["--json", tmp_path / "locked" / "r.json"],
+            "--markdown": ["--markdown", tmp_path / "no" / "such" / "dir" / "r.md"],
+            "--save-export": ["--export", "--save-export", tmp_path / "locked" / "small.pt"],
+            "--json ": ["--json", "/proc/lqtheory-report.json"],  # not writable, even by root
+        }
+        import os
+
+        for needle, extra in cases.items():
+            if needle in ("--json", "--save-export") and os.geteuid() == 0:
+                continue  # root writes anywhere: a read-only target cannot be made here
+            code, out, err = _cli(capsys, tmp_path / "sd.pt", "--arch", "mlp-24-1-2-relu", "--data", "digits", *extra)
+            _one_line_exit_2(code, err, needle.strip())
+        assert not calls
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+
+
+def test_a_run_folder_is_checked_against_its_mask_digests(tmp_path):
+    from lqtheory.experiment import ExperimentConfig, run_experiment
+
+    cfg = ExperimentConfig(dataset="digits", model="mlp-8-1-1-relu", method="sap", scope="neuron", iterations=1,
+                           epochs=1, n_train=200, n_test=60, batch_size=50, lr=0.1, device="cpu")
+    run_experiment(cfg, tmp_path, threads=1)
+    run = cfg.run_dir(tmp_path)
+    assert profile(run, n_data=60).meta["iteration"] == 1
+    mask_file = run / "mask_1.pt"
+    body = bytearray(mask_file.read_bytes())
+    body[-40] ^= 0xFF  # flip one byte: the checkpoint is intact, the mask file is not
+    mask_file.write_bytes(bytes(body))
+    with pytest.raises(ProfileInputError, match="mask_1.pt"):
+        profile(run, n_data=60)

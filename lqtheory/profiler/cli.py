@@ -64,6 +64,28 @@ def _error(msg: str) -> int:
     return USAGE_ERROR
 
 
+def _unwritable(path, flag: str) -> str | None:
+    """Why ``path`` cannot be written (checked before any computation, so no work is lost), or None."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    if target.is_dir():
+        return f"{flag} {path}: is a directory, not a file"
+    parent = target.parent
+    if not parent.is_dir():
+        return f"{flag} {path}: the folder {parent} does not exist"
+    if target.exists() and not os.access(target, os.W_OK):
+        return f"{flag} {path}: the file is read-only"
+    try:  # the report is written atomically through a temporary file in the same folder
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{target.name}.", suffix=".probe"):
+            pass
+    except OSError as err:
+        return f"{flag} {path}: cannot write in {parent} ({err.strerror or err})"
+    return None
+
+
 def _summary_lines(p) -> list[str]:
     s = p.summary
     kept = ", ".join(f"ε={k.split('@')[1]}: {v:.3f}" for k, v in s.items() if k.startswith("kept@"))
@@ -105,6 +127,11 @@ def run(args: argparse.Namespace, out=None) -> int:
         torch.set_num_threads(args.threads)
     if args.save_export and (args.export is None or len(args.models) != 1):
         return _error("--save-export needs --export and exactly one MODEL")
+    for flag, path in (("--json", args.json), ("--html", args.html), ("--markdown", args.markdown),
+                       ("--save-export", args.save_export)):
+        problem = path and _unwritable(path, flag)
+        if problem:
+            return _error(problem)
     profiles = []
     for path in args.models:
         try:

@@ -174,11 +174,11 @@ def _load_file(path: Path, arch: str | None, input_shape, trust_pickle: bool = F
 
 def _load_run(path: Path) -> Loaded:
     from lqtheory.data import load_dataset
-    from lqtheory.experiment import CorruptRunError, load_checkpoint, load_run
+    from lqtheory.experiment import CorruptRunError, load_checkpoint, verify_run
     from lqtheory.models import build_model
 
     try:
-        results = load_run(path)
+        results = verify_run(path)  # every file against its digest, as `lqtheory prune` does
         ckpt = load_checkpoint(path)
     except (CorruptRunError, FileNotFoundError) as err:
         _fail(f"{path}: not a readable run folder ({err})")
