@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import functools
 import hashlib
 import json
@@ -61,6 +62,8 @@ from lqtheory.notebook import (
 KERNEL = "python3"
 AGGREGATOR_PREFIX = "99_"
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+_ENV_KERNEL_LOG = "LQTHEORY_KERNEL_LOG"  # where a kernel's own stderr goes (see _kernel_manager_class)
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -131,8 +134,38 @@ def declared_parameters(path: Path) -> dict[str, Any]:
     return declared
 
 
+def profile_table(path: Path) -> dict[str, dict[str, Any]] | None:
+    """The literal ``profiles=`` table a notebook passes to ``setup`` (None when it is not a literal)."""
+    import nbformat
+
+    from lqtheory.notebook import _literal
+
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code" or "setup(" not in cell.source:
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            return None
+        assigned = {n.targets[0].id: n.value for n in ast.walk(tree)
+                    if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "setup":
+                prof = next((k.value for k in node.keywords if k.arg == "profiles"), None)
+                prof = assigned.get(prof.id) if isinstance(prof, ast.Name) else prof
+                try:
+                    table = _literal(prof) if prof is not None else None
+                except (ValueError, TypeError, SyntaxError):
+                    return None
+                return table if isinstance(table, dict) else None
+    return None
+
+
 def preflight(paths: Sequence[Path], parameters: dict[str, Any]) -> None:
-    """Refuse, before executing anything, malformed notebooks and parameters they do not declare."""
+    """Refuse, before executing anything, malformed notebooks, parameters they do not declare, and
+    values of the wrong type for a parameter (checked as ``setup`` would, against the profile's value)."""
+    from lqtheory.notebook import _coerce_override
+
     problems = []
     for path in paths:
         for problem in check_notebook(path, committed=False):
@@ -143,6 +176,13 @@ def preflight(paths: Sequence[Path], parameters: dict[str, Any]) -> None:
             if unknown:
                 problems.append(f"{path.stem}: unknown parameter(s) {', '.join(unknown)}; it declares "
                                 f"{', '.join(declared) or 'none (no cell tagged parameters)'}")
+            table = profile_table(path) or {}
+            reference = table.get(parameters.get("profile", "default"), {})
+            for name in sorted(set(parameters) & set(reference)):
+                try:
+                    _coerce_override(name, parameters[name], reference[name])
+                except TypeError as err:
+                    problems.append(f"{path.stem}: {err}")
     if problems:
         raise UsageError("\n  ".join(["notebook check failed:", *problems]))
 
@@ -256,6 +296,16 @@ def _kernel_manager_class():
     class EncryptedKernelManager(AsyncKernelManager):
         transport_encryption = "auto"
 
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            # The kernel's own stderr (not cell output, which papermill records) goes to a log beside the
+            # executed copy: a kernel shut down busy (Ctrl-C) prints ZMQ tracebacks the user need not see.
+            log = os.environ.get(_ENV_KERNEL_LOG)
+            if log and "stderr" not in kw:
+                Path(log).parent.mkdir(parents=True, exist_ok=True)
+                with open(log, "ab") as fh:  # the child keeps its own copy of the descriptor
+                    return await super()._async_launch_kernel(kernel_cmd, stderr=fh, **kw)
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+
     return EncryptedKernelManager
 
 
@@ -275,6 +325,12 @@ def execute(task: Task, announce: bool = False) -> Outcome:
     outcome = None
     try:
         outcome = _execute(task, announce)
+    except KeyboardInterrupt:
+        if task.claims.is_file():  # what this run recorded before the interrupt, said to be partial
+            mark_interrupted(task.claims)
+            kept = False  # the partial record stays, marked; the previous one is not restored over it
+            previous.unlink(missing_ok=True)
+        raise
     finally:
         if kept:
             if (outcome is not None and outcome.status == "done") or task.claims.is_file():
@@ -284,6 +340,21 @@ def execute(task: Task, announce: bool = False) -> Outcome:
                 if outcome is not None:
                     outcome.details.append(f"kept the previous claims record {task.claims} (from the last good run)")
     return outcome
+
+
+def mark_interrupted(claims: Path) -> None:
+    """Add ``"interrupted": true`` to a claims record a run wrote before it was interrupted."""
+    from lqtheory.notebook import _json_text
+
+    try:
+        record = json.loads(claims.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(record, dict):
+        record["interrupted"] = True
+        tmp = claims.with_name(f".{claims.name}.tmp")
+        tmp.write_text(_json_text(record), encoding="utf-8")
+        os.replace(tmp, claims)
 
 
 def _execute(task: Task, announce: bool = False) -> Outcome:
@@ -297,6 +368,7 @@ def _execute(task: Task, announce: bool = False) -> Outcome:
         task.stamp.unlink(missing_ok=True)
     task.claims.unlink(missing_ok=True)  # a failure before setup() must not leave stale claims (see execute)
     start = time.monotonic()
+    os.environ[_ENV_KERNEL_LOG] = str(task.output.with_suffix(".kernel.log"))
     try:
         papermill.execute_notebook(
             str(task.source),
@@ -551,6 +623,15 @@ def run(args: argparse.Namespace, out=None) -> int:
     except UsageError as err:
         print(f"lqtheory reproduce: error: {err}", file=sys.stderr, flush=True)
         return USAGE_ERROR
+    except BrokenPipeError:  # `lqtheory reproduce --list | head`: the reader left, nothing to report
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+    except KeyboardInterrupt:
+        print("lqtheory reproduce: interrupted; the notebooks that were running have no cache entry and their "
+              "claims records (if any) are marked \"interrupted\"; run the same command again to redo them",
+              file=sys.stderr, flush=True)
+        return INTERRUPTED
 
 
 def _run(args: argparse.Namespace, out) -> int:
@@ -563,6 +644,7 @@ def _run(args: argparse.Namespace, out) -> int:
         for path in paths:
             params = ", ".join(f"{k}={v}" for k, v in declared_parameters(path).items())
             print(f"{path.stem:28s} {notebook_title(path)}\n{'':28s} parameters: {params}", file=out)
+        out.flush()  # a reader that left (`| head`) is noticed here, not at interpreter exit
         return 0
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
@@ -586,6 +668,14 @@ def _run(args: argparse.Namespace, out) -> int:
         parameters.update(extra)
     if not selected:
         raise UsageError(f"no notebooks in {notebooks_dir}")
+    registry = notebooks_dir / "claims.toml"
+    if registry.is_file():  # a malformed registry fails here, not inside every notebook's kernel
+        from lqtheory.claims import load_registry
+
+        try:
+            load_registry(registry)
+        except (OSError, ValueError) as err:
+            raise UsageError(" ".join(str(err).split())) from err
     preflight(selected, parameters)
 
     figures = figures_dir(profile, figures_root)
