@@ -242,6 +242,13 @@ def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -
 
     config = _config_from_args(args, parser)
     _check_out(args.out, parser)
+    if args.scheduler is not None:  # a bad address fails here, not after a Client hung 120 s
+        from lqtheory.sweep.cluster import check_address
+
+        try:
+            check_address(args.scheduler)
+        except ValueError as err:
+            parser.error(f"--scheduler: {err}")
     run_dir = config.run_dir(args.out)
     print(f"run {config.run_id()}: {config.describe()}", file=out)
     print(f"folder: {run_dir}", file=out)
