@@ -32,10 +32,14 @@ data:
 reproduce: $(STAMP) data
 	$(VENV)/bin/lqtheory reproduce --profile $(PROFILE) --jobs 2 --report
 
-test: $(STAMP) data
+# BROWSER_CHECK=0 leaves out the real-browser run of every notebook (skipped anyway without chromium)
+BROWSER_CHECK ?= 1
+
+test: $(STAMP) data chromium
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
 	  --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
+	@if [ "$(BROWSER_CHECK)" != 0 ]; then $(PY) tools/browser_check.py --all --skip-missing; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -48,9 +52,10 @@ chromium:
 	  echo "note: could not install Debian's chromium; the browser check will be skipped"; \
 	fi
 
-# Run notebooks top to bottom in JupyterLab in headless chromium (see tools/browser_check.py).
+# Run notebooks top to bottom in JupyterLab in headless chromium (see tools/browser_check.py);
+# NOTEBOOKS="01_lq_geometry 06_pqi_and_sap" for some, default every notebook.
 browser-check: $(STAMP) chromium
-	$(PY) tools/browser_check.py $(NOTEBOOKS)
+	$(PY) tools/browser_check.py $(if $(NOTEBOOKS),$(NOTEBOOKS),--all)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --quick

@@ -676,3 +676,20 @@ def test_index_set_equals_each_index_function():
     assert torch.equal(got["m"], N.si_implied_size(w.double(), 0.7, dim=1))
     with pytest.raises(ValueError):
         N.index_set(w, 1.0, 0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_index_set_accumulates_half_precision_in_float32(dtype):
+    # issue #22 0b: index_set computed in the input dtype (bf16 PQI off by 0.04, 27% of its mean)
+    w32 = torch.randn(64, 4096, generator=torch.Generator().manual_seed(0))
+    w = w32.to(dtype)
+    mask = torch.rand(w.shape, generator=torch.Generator().manual_seed(1)) > 0.2
+    for m in (None, mask):
+        got, ref = N.index_set(w, mask=m), N.index_set(w.float(), mask=m)
+        # the float32 result rounded once to the half dtype: within that dtype's half ulp (rel 2^-8 / 2^-11)
+        rtol = 2.0 ** (-8 if dtype is torch.bfloat16 else -11)
+        for k in ("pqi", "si", "tsi", "m"):
+            assert got[k].dtype == dtype, k
+            torch.testing.assert_close(got[k].float(), ref[k], rtol=rtol, atol=0, msg=k)
+            assert torch.equal(got[k], N.index_set(w.float(), mask=m)[k].to(dtype)), k
+        assert torch.equal(got["pqi"], N.pq_index(w, mask=m))

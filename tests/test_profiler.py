@@ -158,7 +158,7 @@ def test_loading_formats(tmp_path):
     ref = profile(m).summary["pqi_mean"]
     with pytest.raises(ProfileInputError, match="no prunable layers"):
         profile(nn.Sequential(nn.ReLU()))
-    assert profile(tmp_path / "whole.pt").summary["pqi_mean"] == pytest.approx(ref)
+    assert profile(tmp_path / "whole.pt", trust_pickle=True).summary["pqi_mean"] == pytest.approx(ref)
     assert profile(tmp_path / "scripted.pt").summary["pqi_mean"] == pytest.approx(ref)
     assert profile(tmp_path / "state.pth", arch="mlp-24-1-2-relu").summary["pqi_mean"] == pytest.approx(ref)
     pytest.importorskip("safetensors")
@@ -182,7 +182,7 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, capsys):
         "unknown file format": [tmp_path / "model.onnx"],
         "--arch": [tmp_path / "state.pt"],
         "do not fit": [tmp_path / "state.pt", "--arch", "mlp-32-1-2-relu"],
-        "no prunable layers": [tmp_path / "empty.pt"],
+        "no prunable layers": [tmp_path / "empty.pt", "--trust-pickle"],
     }
     for needle, argv in cases.items():
         code, out, err = _cli(capsys, *argv)
@@ -193,8 +193,9 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, capsys):
 def test_cli_two_checkpoints_compared_with_reports(tmp_path, capsys):
     torch.save(_mlp(0), tmp_path / "a.pt")
     torch.save(_mlp(0, heavy=True), tmp_path / "b.pt")
-    code, out, err = _cli(capsys, tmp_path / "a.pt", tmp_path / "b.pt", "--data", "digits", "--n-data", "64",
-                          "--eps", "0.3", "0.1", "--json", tmp_path / "r.json", "--markdown", tmp_path / "r.md")
+    code, out, err = _cli(capsys, tmp_path / "a.pt", tmp_path / "b.pt", "--trust-pickle", "--data", "digits",
+                          "--n-data", "64", "--eps", "0.3", "0.1", "--json", tmp_path / "r.json",
+                          "--markdown", tmp_path / "r.md")
     assert code == 0, err
     assert "compressibility ranking" in out and "1. b.pt" in out
     body = json.loads((tmp_path / "r.json").read_text())
@@ -206,7 +207,7 @@ def test_lqtheory_cli_dispatches_profile(tmp_path, capsys):
     from lqtheory.cli.main import main
 
     torch.save(_mlp(), tmp_path / "a.pt")
-    assert main(["profile", str(tmp_path / "a.pt"), "--eps", "0.2"]) == 0
+    assert main(["profile", str(tmp_path / "a.pt"), "--trust-pickle", "--eps", "0.2"]) == 0
     assert "ε=0.2" in capsys.readouterr().out
 
 

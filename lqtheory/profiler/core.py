@@ -76,6 +76,27 @@ def masked_weights(model: torch.nn.Module, masks: dict[str, torch.Tensor], trans
                 _param(model, name).copy_(value)
 
 
+def _with_effective_weights(model: torch.nn.Module) -> tuple[torch.nn.Module, list[str]]:
+    """``model``, or, when it has parametrized weights (``weight_norm``, ``spectral_norm``, any
+    ``torch.nn.utils.parametrize``), a copy with each replaced by its effective weight as a plain
+    parameter: the tensor the forward pass uses, and one that masks can zero in place. The user's model is
+    not changed."""
+    from torch.nn.utils import parametrize
+
+    if not any(parametrize.is_parametrized(m) for m in model.modules()):
+        return model, []
+    import copy
+
+    model = copy.deepcopy(model)
+    baked = []
+    for mname, module in list(model.named_modules()):
+        if parametrize.is_parametrized(module):
+            for pname in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, pname, leave_parametrized=True)
+                baked.append(f"{mname}.{pname}" if mname else pname)
+    return model, baked
+
+
 def _layer_scope(weights, mask, s: Settings, scope: str) -> dict[str, torch.Tensor]:
     view = unit_view(weights, scope, mask)
 
@@ -196,19 +217,26 @@ def _verify(loaded: Loaded, weights, units, transposed, evaluator: Evaluator, s:
     return frame, dense
 
 
-def _mlp_bound(loaded: Loaded, all_budgets, evaluator: Evaluator, s: Settings):
+def _mlp_bound(loaded: Loaded, all_budgets, evaluator: Evaluator, s: Settings, units):
     """S4 for a plain ReLU MLP: the observed deviation and the oracle and lq bounds at each ε's budgets."""
     try:
         ws = [w.detach() for w in mlp_weights(loaded.model)]
         bs = [b.detach() for b in mlp_biases(loaded.model)]
     except ValueError:
         return None
+    # each layer's budget is its profiled weight's, found by identity: a tied matrix was profiled once
+    # and its budget serves every layer that uses it
+    name_of = {id(p): n for n, p in loaded.model.named_parameters()}
+    names = list(units.names)
+    layer_names = [name_of.get(id(lin_w)) for lin_w in mlp_weights(loaded.model)]
+    if any(n not in names for n in layer_names):
+        return None
+    rows_of = [units.layer == names.index(n) for n in layer_names]
     x = evaluator.batch.x.reshape(len(evaluator.batch), -1).to(ws[0].dtype)
-    sizes = [w.shape[0] for w in ws]
     rows = []
     for budget, counts in all_budgets.items():
         for i, e in enumerate(s.eps):
-            budgets = list(torch.split(counts[i], sizes))
+            budgets = [counts[i][r.to(counts.device)] for r in rows_of]
             nb = network_bound(ws, bs, x, budgets, q=s.s1_q)
             rows.append(dict(model=loaded.label, budget=budget, eps=e, observed_max=float(nb.observed.max()),
                              observed_mean=float(nb.observed.mean()), oracle_bound_mean=float(nb.oracle.mean()),
@@ -219,22 +247,29 @@ def _mlp_bound(loaded: Loaded, all_budgets, evaluator: Evaluator, s: Settings):
 
 def profile(model, data=None, *, arch: str | None = None, eps=None, settings: Settings | None = None,
             n_data: int = 256, export: bool | float = False, input_shape=None, label: str | None = None,
-            curve_eps=CURVE_EPS) -> Profile:
+            curve_eps=CURVE_EPS, trust_pickle: bool = False) -> Profile:
     """Profile ``model`` (an ``nn.Module`` or a path, see :func:`lqtheory.profiler.load_model`).
 
     ``data`` (a registry data set name, ``"english"``, ``"sample-images"``, a path, a tensor, ``(x, y)``
     or a list of texts) turns on verification: pruning by the predicted budgets at every ε and measuring
     the degradation. ``eps``: the relative ℓ1 tails (default 0.3, 0.1, 0.03, 0.01). ``export``: also
     build a physically smaller model with Torch-Pruning (True: at ε = 0.1; a float: at that ε).
+    ``trust_pickle``: allow unpickling a whole pickled module from a file (it can run arbitrary code).
     Returns a :class:`Profile`. Raises :class:`ProfileInputError` on bad input.
     """
     start = time.perf_counter()
     s = settings or Settings()
     if eps is not None:
         s = Settings(**{**s.__dict__, "eps": tuple(eps)})
-    loaded = load_model(model, arch=arch, input_shape=input_shape)
+    loaded = load_model(model, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
     if label:
         loaded.label = label
+    if any(t.is_meta for t in loaded.model.parameters()):
+        raise ProfileInputError(f"{loaded.label}: its weights are on the meta device (shapes without values); "
+                                "load real weights first (e.g. load_state_dict(..., assign=True))")
+    effective = []
+    if loaded.modality == "tensor":  # a text model's encode() holds the original module: left as it is
+        loaded.model, effective = _with_effective_weights(loaded.model)
     weights, kinds, skipped = profiled_weights(loaded.model)
     if not weights:
         raise ProfileInputError(f"{loaded.label}: no prunable layers (no Linear, Conv or attention projection "
@@ -251,6 +286,8 @@ def profile(model, data=None, *, arch: str | None = None, eps=None, settings: Se
     prof = Profile(label=loaded.label, source=loaded.source, settings=s, units=unit_df, layers=layer_df,
                    summary=summary, curves=curves, skipped=pd.DataFrame(skipped, columns=["name", "shape", "reason"]),
                    meta=dict(loaded.meta))
+    if effective:
+        prof.notes.append(f"parametrized weights ({', '.join(effective)}) profiled as their effective weights")
     batch = resolve_data(data, loaded, n_data)
     if batch is not None:
         evaluator = Evaluator(loaded, batch)
@@ -258,7 +295,7 @@ def profile(model, data=None, *, arch: str | None = None, eps=None, settings: Se
         prof.degradation = evaluator.degradation_key()
         prof.verification, _ = _verify(loaded, weights, units, transposed, evaluator, s, mask)
         if loaded.modality == "tensor":
-            prof.bound = _mlp_bound(loaded, _budgets(units, weights, mask, s), evaluator, s)
+            prof.bound = _mlp_bound(loaded, _budgets(units, weights, mask, s), evaluator, s, units)
         if export is not False:
             at = 0.1 if export is True else float(export)
             prof.export = export_structured(loaded, evaluator, s1_q=s.s1_q, eps=at)

@@ -81,6 +81,8 @@ def sample_images(n: int = 32, size: int = 224, seed: int = 0) -> torch.Tensor:
 
 def resolve_data(data, loaded: Loaded, n: int = 256) -> Batch | None:
     """The verification batch for ``loaded`` (see the module docstring); None when there is no data."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ProfileInputError(f"--n-data must be a positive number of inputs, got {n!r}")
     if data is None and loaded.dataset is not None:
         data = loaded.dataset
     if data is None:
@@ -129,6 +131,11 @@ class Evaluator:
 
     def __init__(self, loaded: Loaded, batch: Batch, batch_size: int = 64):
         self.loaded, self.batch, self.batch_size = loaded, batch, batch_size
+        y = batch.y
+        if y is not None and (not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(batch.x)):
+            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ProfileInputError(f"--data {batch.name}: the labels y must be one per input: length {len(batch.x)}"
+                                    f" expected, got shape {shape}")
         if loaded.modality == "text" and not isinstance(batch.x, list):
             raise ProfileInputError(f"{loaded.label} is a text model; --data must be texts (english, a .txt file)")
         if loaded.modality != "text" and isinstance(batch.x, list):
@@ -143,13 +150,33 @@ class Evaluator:
         dtype = ref.dtype if ref is not None else torch.float32
         outs = []
         for i in range(0, len(x), self.batch_size):
-            out = model(x[i : i + self.batch_size].to(dtype))
+            try:
+                out = model(x[i : i + self.batch_size].to(dtype))
+            except (RuntimeError, ValueError, TypeError, IndexError) as err:  # e.g. x of the wrong width
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise ProfileInputError(f"--data {self.batch.name}: the model cannot run on its input of shape "
+                                        f"{tuple(x.shape[1:])} per sample ({type(err).__name__}: {first})") from err
             if isinstance(out, (tuple, list)):
                 out = out[0]
             if hasattr(out, "logits"):
                 out = out.logits
             outs.append(out.float().reshape(out.shape[0], -1))
-        return torch.cat(outs)
+        out = torch.cat(outs)
+        self._check_labels(out.shape[1])
+        return out
+
+    def _check_labels(self, classes: int) -> None:
+        """Labels must be class indices of the model's outputs: else every accuracy reads as 0 and
+        every accuracy drop as a harmless 0."""
+        y = self.batch.y
+        if y is None or classes <= 1:
+            return
+        if y.is_floating_point() and not bool((y == y.round()).all()):
+            raise ProfileInputError(f"--data {self.batch.name}: labels y must be class indices, got fractional values")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= classes:
+            raise ProfileInputError(f"--data {self.batch.name}: labels y range over [{low}, {high}], outside the "
+                                    f"model's {classes} classes [0, {classes - 1}]")
 
     def compare(self, dense: torch.Tensor, pruned: torch.Tensor) -> dict[str, float]:
         """Degradation measures: relative output drift ``‖f̃ − f‖₂ / ‖f‖₂`` (mean over inputs); for text

@@ -76,8 +76,10 @@ def export_structured(loaded, evaluator, *, s1_q: float = 0.5, eps: float = 0.1,
     for m in roots:
         norms = m.weight.detach().flatten(1).abs().sum(1).double()
         keep = int(needed_terms(norms.unsqueeze(0), (eps,))[0, 0])  # exact: tail of the norm vector <= eps
+        keep = max(keep, 1)  # a layer keeps at least one unit (eps = 1 would ask for none)
         guaranteed[m] = int(required_terms(norms, s1_q, eps))  # S1's sufficient count, reported beside it
-        ratios[m] = max(0.0, min(1.0 - keep / norms.numel(), 0.95))
+        # Torch-Pruning keeps int(n * (1 - ratio)) units: aim half a unit above `keep` so rounding gives `keep`
+        ratios[m] = max(0.0, (norms.numel() - keep - 0.5) / norms.numel())
     dense_out = evaluator.outputs()
     dense_params = sum(p.numel() for p in original.parameters())
     smaller = copy.deepcopy(inner)
@@ -114,8 +116,10 @@ def export_structured(loaded, evaluator, *, s1_q: float = 0.5, eps: float = 0.1,
         t_small = _time(small_eval.outputs, repeats)
     small_params = sum(p.numel() for p in small_model.parameters())
     return {
-        "status": "ok", "eps": eps, "layers_pruned": sum(r > 0 for r in ratios.values()),
-        "units_kept_exact": sum(round((1 - r) * m.weight.shape[0]) for m, r in ratios.items()),
+        "status": "ok", "eps": eps,
+        # counted in the exported model itself, so the counts and the parameters always agree
+        "layers_pruned": sum(m.weight.shape[0] < m0.weight.shape[0] for m, m0 in zip(roots_copy, ratios, strict=True)),
+        "units_kept_exact": sum(m.weight.shape[0] for m in roots_copy),
         "units_kept_s1": sum(guaranteed.values()), "units": sum(m.weight.shape[0] for m in ratios),
         "dense_params": int(dense_params), "params": int(small_params),
         "size_ratio": small_params / dense_params,

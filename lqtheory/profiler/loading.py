@@ -1,5 +1,6 @@
-"""Turn what the user holds into an ``nn.Module``: a pickled module, TorchScript, a state dict with an
-architecture, a run folder of this project, or a local Hugging Face / sentence-transformers directory.
+"""Turn what the user holds into an ``nn.Module``: a pickled module (only with ``trust_pickle``), TorchScript,
+a state dict with an architecture, a run folder of this project, or a local Hugging Face /
+sentence-transformers directory.
 
 Every problem with the input raises :class:`ProfileInputError` (a ``ValueError``) with a one-line
 message; the CLI prints it and exits with code 2.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from torch import nn
 
 from lqtheory.engine.data import load_dataset
 from lqtheory.engine.models import build_model
-from lqtheory.runs import CorruptRunError, load_checkpoint, load_run
+from lqtheory.runs import CorruptRunError, load_checkpoint, verify_run
 
 __all__ = ["ProfileInputError", "Loaded", "load_model", "build_arch", "STATE_DICT_SUFFIXES"]
 
@@ -121,23 +123,42 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
 
 
-def _load_file(path: Path, arch: str | None, input_shape) -> Loaded:
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
+
+
+def _torch_load(path: Path, trust_pickle: bool):
+    """``torch.load`` with ``weights_only=True``; full unpickling (which can run any code the file holds)
+    only when the user opted in with ``trust_pickle`` and no ``--arch`` declared the file a state dict."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        if not isinstance(err, pickle.UnpicklingError):
+            _fail(f"{path}: not a PyTorch file torch.load can read ({type(err).__name__}: {_first_line(err)})")
+        if not trust_pickle:
+            _fail(f"{path}: holds pickled Python objects beyond tensors (e.g. a whole nn.Module), which "
+                  "weights_only loading refuses; unpickling them can run arbitrary code: if you trust the file, "
+                  "pass --trust-pickle (trust_pickle=True), else save a state dict and name its --arch")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        _fail(f"{path}: not a PyTorch file torch.load can read ({type(err).__name__}: {_first_line(err)})")
+
+
+def _load_file(path: Path, arch: str | None, input_shape, trust_pickle: bool = False) -> Loaded:
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as err:  # SafetensorError: truncated, empty, header too small, invalid JSON
+            _fail(f"{path}: not a readable .safetensors file ({type(err).__name__}: {_first_line(err)})")
     elif suffix in (".pt", ".pth", ".bin", ".ts", ".jit"):
         if _is_torchscript(path):
             model = torch.jit.load(str(path), map_location="cpu")
             return Loaded(model.eval(), "torchscript", path.name)
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # not a plain state dict: a pickled module (trusted user file)
-            try:
-                obj = torch.load(path, map_location="cpu", weights_only=False)
-            except Exception as err:
-                _fail(f"{path}: not a PyTorch file torch.load can read ({type(err).__name__}: {err})".splitlines()[0])
+        obj = _torch_load(path, trust_pickle=trust_pickle and not arch)
         if isinstance(obj, nn.Module):
             return Loaded(obj.eval(), "pickled nn.Module", path.name)
         if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -157,7 +178,7 @@ def _load_file(path: Path, arch: str | None, input_shape) -> Loaded:
 
 def _load_run(path: Path) -> Loaded:
     try:
-        results = load_run(path)
+        results = verify_run(path)  # every file against its digest, as `lqtheory prune` does
         ckpt = load_checkpoint(path)
     except (CorruptRunError, FileNotFoundError) as err:
         _fail(f"{path}: not a readable run folder ({err})")
@@ -213,8 +234,11 @@ def _load_hf_dir(path: Path) -> Loaded:
     return Loaded(model, "Hugging Face directory", path.name, modality="text", encode=encode)
 
 
-def load_model(model, arch: str | None = None, input_shape: tuple[int, ...] | None = None) -> Loaded:
-    """Load ``model`` (an ``nn.Module``, or a path: see the module docstring) as a :class:`Loaded`."""
+def load_model(model, arch: str | None = None, input_shape: tuple[int, ...] | None = None,
+               trust_pickle: bool = False) -> Loaded:
+    """Load ``model`` (an ``nn.Module``, or a path: see the module docstring) as a :class:`Loaded`.
+    ``trust_pickle``: allow full unpickling of a ``.pt`` file that is not a plain state dict (a whole
+    pickled module); unpickling can run arbitrary code, so only for files you trust."""
     if isinstance(model, Loaded):
         return model
     if isinstance(model, nn.Module):
@@ -243,7 +267,7 @@ def load_model(model, arch: str | None = None, input_shape: tuple[int, ...] | No
             return loaded
         _fail(f"{path}: a directory that is neither a run folder (results.json + checkpoint.pt) nor a Hugging Face "
               "model (config.json)")
-    loaded = _load_file(path, arch, input_shape)
+    loaded = _load_file(path, arch, input_shape, trust_pickle)
     if input_shape is not None:
         loaded.input_shape = tuple(input_shape)
     return loaded

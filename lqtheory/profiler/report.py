@@ -27,7 +27,14 @@ _MASKS_NOTE = (
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    return markdown_table(df, floatfmt=floatfmt)
+    text_cols = [c for c in df.columns  # labels, layer names: HTML-escaped
+                 if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
+    return markdown_table(df.assign(**{c: df[c].map(_md_text) for c in text_cols}), floatfmt=floatfmt)
+
+
+def _md_text(value) -> str:
+    """Markdown renders raw HTML: escape it so that a label such as ``<img src=x onerror=...>`` is text."""
+    return html.escape(str(value), quote=False)
 
 
 def _html_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
@@ -102,8 +109,8 @@ class Profile:
         m = c[c.layer == "(model)"]
         ax.plot(m.eps, m.needed, "o-", color="C0", label="needed (exact), model")
         ax.plot(m.eps, m.predicted, "s--", color="C1", label="S1 guarantee, model")
-        ax.set(xscale="log", xlabel="relative ℓ1 tail ε per unit", ylabel="kept fraction of weights",
-               title=f"{self.label}: compressibility curve (grey: layers, needed)")
+        ax.set(xscale="log", xlabel="relative ℓ1 tail ε per unit", ylabel="kept fraction of weights")
+        ax.set_title(f"{self.label}: compressibility curve (grey: layers, needed)", parse_math=False)  # literal $
         ax.legend()
         return fig
 
@@ -115,7 +122,8 @@ class Profile:
         ax.plot(x, self.layers.m_over_d, "o-", ms=3, label="implied kept fraction m/d")
         ax.plot(x, self.layers.pqi_mean, "s-", ms=3, label="mean PQI")
         ax.plot(x, self.layers.gini_mean, "^-", ms=3, label="mean Gini")
-        ax.set(xlabel="layer (order of the model)", ylabel="value", title=f"{self.label}: indices by layer")
+        ax.set(xlabel="layer (order of the model)", ylabel="value")
+        ax.set_title(f"{self.label}: indices by layer", parse_math=False)  # a label like a$\foo$ stays literal
         ax.legend(fontsize=8)
         return fig
 
@@ -240,11 +248,11 @@ class Profile:
         lines = []
         for kind, x in self._sections(timings):
             if kind == "h1":
-                lines.append(f"# {x}\n")
+                lines.append(f"# {_md_text(x)}\n")
             elif kind == "h2":
-                lines.append(f"\n## {x}\n")
+                lines.append(f"\n## {_md_text(x)}\n")
             elif kind == "p":
-                lines.append(f"{x}\n")
+                lines.append(f"{_md_text(x)}\n")
             elif kind == "table":
                 lines.append(_md(x) + "\n")
         text = "\n".join(lines)

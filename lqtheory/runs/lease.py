@@ -65,6 +65,9 @@ LEASE_FILE = ".claim"
 HEARTBEAT_SECONDS = 5.0
 STALE_SECONDS = 60.0
 _BREAK_STALE_SECONDS = 10.0  # the break lock is held for milliseconds; a dead holder is cleared after this
+#: a claim file that is not a claim (garbage, truncated) and stays so this long is taken over: a writer
+#: without os.link (O_EXCL fallback) fills its file within milliseconds
+UNREADABLE_STALE_SECONDS = 2.0
 
 _LIVE: set[str] = set()  # tokens of the leases this process holds or is acquiring right now
 _LIVE_LOCK = threading.Lock()
@@ -260,6 +263,8 @@ class Lease:
                 with _LIVE_LOCK:
                     return info.owner not in _LIVE  # left by an earlier process that had our pid
             return not _pid_alive(info.pid)
+        if info is None:  # unreadable: no owner can ever refresh it into a heartbeat
+            return unchanged_for > min(UNREADABLE_STALE_SECONDS, self.stale_after)
         return unchanged_for > self.stale_after
 
     def acquire(self) -> bool:
@@ -300,7 +305,8 @@ class Lease:
                         self.path.unlink()
                         taken = _create_exclusive(self.path, self._body())
                 if taken:
-                    previous = None if info is None else {"owner": info.owner, "pid": info.pid, "host": info.host}
+                    previous = ("unreadable claim file" if info is None
+                                else {"owner": info.owner, "pid": info.pid, "host": info.host})
                     self._start("took over", previous=previous, waited=waited)
                     return True
                 continue

@@ -344,7 +344,10 @@ def index_set(
     :func:`teacher_sparsity_index`, :func:`si_implied_size`), computed from the same formulas; the
     scale and each distinct ``log ||w||_r`` (``r`` in ``{p, q, si_q, 1}``) are computed once, which
     saves about two thirds of the passes over ``w`` when the four are wanted together. ``si_q < 1``.
+    Half precision is accumulated in float32, as in the single functions (:func:`in_float32_for_half`).
     """
+    if isinstance(w, torch.Tensor) and w.dtype in _LOW_PRECISION:
+        return {k: v.to(w.dtype) for k, v in index_set(w.float(), p, q, si_q, dim, mask).items()}
     p = check_exponent(p, "p", high=MAX_EXPONENT)
     q = check_exponent(q, "q", high=MAX_EXPONENT)
     check_p_less_than_q(p, q)

@@ -19,7 +19,8 @@ from typing import Any
 
 from lqtheory.common.atomic import atomic_write_text
 from lqtheory.common.environment import patched_environ
-from lqtheory.common.vocabulary import ENV_BATCH, ENV_CLAIMS, ENV_FIGURES, ENV_PROGRESS
+from lqtheory.common.vocabulary import ENV_BATCH, ENV_CLAIMS, ENV_FIGURES, ENV_KERNEL_LOG, ENV_PROGRESS
+from lqtheory.workbench.records import record_json_text
 
 __all__ = [
     "KERNEL",
@@ -92,6 +93,16 @@ def _kernel_manager_class():
     class EncryptedKernelManager(AsyncKernelManager):
         transport_encryption = "auto"
 
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            # The kernel's own stderr (not cell output, which papermill records) goes to a log beside the
+            # executed copy: a kernel shut down busy (Ctrl-C) prints ZMQ tracebacks the user need not see.
+            log = os.environ.get(ENV_KERNEL_LOG)
+            if log and "stderr" not in kw:
+                Path(log).parent.mkdir(parents=True, exist_ok=True)
+                with open(log, "ab") as fh:  # the child keeps its own copy of the descriptor
+                    return await super()._async_launch_kernel(kernel_cmd, stderr=fh, **kw)
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+
     return EncryptedKernelManager
 
 
@@ -111,6 +122,12 @@ def execute(task: Task, announce: bool = False) -> Outcome:
     outcome = None
     try:
         outcome = _execute(task, announce)
+    except KeyboardInterrupt:
+        if task.claims.is_file():  # what this run recorded before the interrupt, said to be partial
+            mark_interrupted(task.claims)
+            kept = False  # the partial record stays, marked; the previous one is not restored over it
+            previous.unlink(missing_ok=True)
+        raise
     finally:
         if kept:
             if (outcome is not None and outcome.status == "done") or task.claims.is_file():
@@ -120,6 +137,17 @@ def execute(task: Task, announce: bool = False) -> Outcome:
                 if outcome is not None:
                     outcome.details.append(f"kept the previous claims record {task.claims} (from the last good run)")
     return outcome
+
+
+def mark_interrupted(claims: Path) -> None:
+    """Add ``"interrupted": true`` to a claims record a run wrote before it was interrupted."""
+    try:
+        record = json.loads(claims.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(record, dict):
+        record["interrupted"] = True
+        atomic_write_text(claims, record_json_text(record))
 
 
 def _execute(task: Task, announce: bool = False) -> Outcome:
@@ -133,6 +161,7 @@ def _execute(task: Task, announce: bool = False) -> Outcome:
         task.stamp.unlink(missing_ok=True)
     task.claims.unlink(missing_ok=True)  # a failure before setup() must not leave stale claims (see execute)
     start = time.monotonic()
+    os.environ[ENV_KERNEL_LOG] = str(task.output.with_suffix(".kernel.log"))
     try:
         papermill.execute_notebook(
             str(task.source),

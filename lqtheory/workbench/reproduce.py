@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -40,14 +41,16 @@ from lqtheory.engine.device import resolve_device
 from lqtheory.runs.grid.cluster import SharedCluster, gpu_count
 from lqtheory.runs.grid.options import add_executor_arguments
 from lqtheory.workbench.cache import cache_key, cache_valid, package_digest, registry_digest
+from lqtheory.workbench.claims import load_registry
 from lqtheory.workbench.execution import Console, Outcome, Task, kernel_environment, run_tasks, write_committed
 from lqtheory.workbench.linter import check_notebook
-from lqtheory.workbench.parameters import papermill_parameters, parameters_cell
+from lqtheory.workbench.parameters import coerce_override, literal_value, papermill_parameters, parameters_cell
 from lqtheory.workbench.paths import claims_path, figures_dir, is_aggregator, repo_root
 from lqtheory.workbench.records import read_claims
 from lqtheory.workbench.report import build_report, default_report_path
 
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
 
 class UsageError(ValueError):
@@ -108,8 +111,34 @@ def declared_parameters(path: Path) -> dict[str, Any]:
     return declared
 
 
+def profile_table(path: Path) -> dict[str, dict[str, Any]] | None:
+    """The literal ``profiles=`` table a notebook passes to ``setup`` (None when it is not a literal)."""
+    import nbformat
+
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code" or "setup(" not in cell.source:
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            return None
+        assigned = {n.targets[0].id: n.value for n in ast.walk(tree)
+                    if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "setup":
+                prof = next((k.value for k in node.keywords if k.arg == "profiles"), None)
+                prof = assigned.get(prof.id) if isinstance(prof, ast.Name) else prof
+                try:
+                    table = literal_value(prof) if prof is not None else None
+                except (ValueError, TypeError, SyntaxError):
+                    return None
+                return table if isinstance(table, dict) else None
+    return None
+
+
 def preflight(paths: Sequence[Path], parameters: dict[str, Any]) -> None:
-    """Refuse, before executing anything, malformed notebooks and parameters they do not declare."""
+    """Refuse, before executing anything, malformed notebooks, parameters they do not declare, and
+    values of the wrong type for a parameter (checked as ``setup`` would, against the profile's value)."""
     problems = []
     for path in paths:
         for problem in check_notebook(path, committed=False):
@@ -120,6 +149,13 @@ def preflight(paths: Sequence[Path], parameters: dict[str, Any]) -> None:
             if unknown:
                 problems.append(f"{path.stem}: unknown parameter(s) {', '.join(unknown)}; it declares "
                                 f"{', '.join(declared) or 'none (no cell tagged parameters)'}")
+            table = profile_table(path) or {}
+            reference = table.get(parameters.get("profile", "default"), {})
+            for name in sorted(set(parameters) & set(reference)):
+                try:
+                    coerce_override(name, parameters[name], reference[name])
+                except TypeError as err:
+                    problems.append(f"{path.stem}: {err}")
     if problems:
         raise UsageError("\n  ".join(["notebook check failed:", *problems]))
 
@@ -207,6 +243,15 @@ def run(args: argparse.Namespace, out=None) -> int:
     except UsageError as err:
         print(f"lqtheory reproduce: error: {err}", file=sys.stderr, flush=True)
         return USAGE_ERROR
+    except BrokenPipeError:  # `lqtheory reproduce --list | head`: the reader left, nothing to report
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+    except KeyboardInterrupt:
+        print("lqtheory reproduce: interrupted; the notebooks that were running have no cache entry and their "
+              "claims records (if any) are marked \"interrupted\"; run the same command again to redo them",
+              file=sys.stderr, flush=True)
+        return INTERRUPTED
 
 
 def _run(args: argparse.Namespace, out) -> int:
@@ -219,6 +264,7 @@ def _run(args: argparse.Namespace, out) -> int:
         for path in paths:
             params = ", ".join(f"{k}={v}" for k, v in declared_parameters(path).items())
             print(f"{path.stem:28s} {notebook_title(path)}\n{'':28s} parameters: {params}", file=out)
+        out.flush()  # a reader that left (`| head`) is noticed here, not at interpreter exit
         return 0
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
@@ -242,6 +288,12 @@ def _run(args: argparse.Namespace, out) -> int:
         parameters.update(extra)
     if not selected:
         raise UsageError(f"no notebooks in {notebooks_dir}")
+    registry = notebooks_dir / "claims.toml"
+    if registry.is_file():  # a malformed registry fails here, not inside every notebook's kernel
+        try:
+            load_registry(registry)
+        except (OSError, ValueError) as err:
+            raise UsageError(" ".join(str(err).split())) from err
     preflight(selected, parameters)
 
     figures = figures_dir(profile, figures_root)

@@ -8,10 +8,12 @@ Room: runs (run folders, the loop, leases, the grid executor).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib.util
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -135,6 +137,70 @@ def _fork_server() -> Iterator[None]:
         yield
 
 
+MAIN_GUARD_HELP = (
+    "Local Dask workers start by re-importing your script, which then starts its grid again in every worker "
+    "(tracebacks from the nanny, then a hang). Put the call under the main guard:\n\n"
+    "    if __name__ == \"__main__\":\n"
+    "        run_experiments(configs, out, workers=2)\n\n"
+    "or pass executor=\"serial\", or a scheduler= address of a cluster you started."
+)
+
+
+def _is_main_test(node: ast.expr) -> bool:
+    """``__name__ == "__main__"`` (either order)."""
+    if not (isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.Eq)):
+        return False
+    sides = [node.left, node.comparators[0]]
+    return (any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides)
+            and any(isinstance(x, ast.Constant) and x.value == "__main__" for x in sides))
+
+
+def unguarded_main_call() -> tuple[str, int] | None:
+    """``(script, line)`` when this call comes from the module-level code of the ``__main__`` script
+    outside an ``if __name__ == "__main__":`` block (what worker processes would re-run), else None.
+    Notebooks, ``python -c`` and interactive sessions have no script file: None."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not os.path.isfile(path):
+        return None
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals is vars(main)):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    line = frame.f_lineno
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_main_test(node.test) and node.lineno <= line <= (node.end_lineno or 0):
+            return None
+    return path, line
+
+
+def check_main_guard() -> None:
+    """Raise one clear ``RuntimeError`` (showing the guard) when local workers would re-import an
+    unguarded script: see :func:`unguarded_main_call`."""
+    where = unguarded_main_call()
+    if where is not None:
+        raise RuntimeError(f"{where[0]}, line {where[1]}: a grid on a local Dask cluster was started at the top "
+                           f"level of a script without the main guard. {MAIN_GUARD_HELP}")
+
+
+_ADDRESS = re.compile(r"(?:(?:tcp|tls|ws|wss)://)?(?:\[[0-9a-fA-F:]+\]|[^\s:/\[\]]+):\d{1,5}/?")
+
+
+def check_address(text: str) -> str:
+    """``text`` if it is a Dask scheduler address (``[tcp://]host:port``, ``tls://``, ``ws(s)://``,
+    ``inproc://``, ``ucx://``); else ``ValueError``, before any ``Client`` is built (a failed
+    ``Client`` hangs 120 s in its ``__del__``)."""
+    text = text.strip()
+    if re.match(r"(inproc|ucx)://\S+$", text) or _ADDRESS.fullmatch(text):
+        return text
+    raise ValueError(f"{text!r} is not a Dask scheduler address: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:8786)")
+
+
 @contextlib.contextmanager
 def local_cluster(workers: int | None = None, *, gpus: int = 0, announce: bool = True, **options):
     """A ``LocalCluster`` of single-threaded worker processes: ``workers`` of them (default: one per
@@ -148,6 +214,7 @@ def local_cluster(workers: int | None = None, *, gpus: int = 0, announce: bool =
 
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be a positive int or None, got {workers!r}")
+    check_main_guard()
     dashboard = ":0" if dashboard_available() else None
     options = dict(dict(threads_per_worker=1, processes=True, dashboard_address=dashboard, silence_logs=LOG_LEVEL),
                    **options)
@@ -202,7 +269,7 @@ def scheduler_address(scheduler) -> str:
         text = scheduler.strip()
         if not text:
             raise ValueError("scheduler address is empty")
-        return text
+        return check_address(text)
     address = getattr(scheduler, "scheduler_address", None)
     if isinstance(address, str):
         return address
