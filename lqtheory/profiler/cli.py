@@ -70,6 +70,16 @@ def _summary_lines(p) -> list[str]:
         f"{s['m_over_d']:.4f}, SAP keeps {s['sap_kept_fraction']:.4f}",
         f"  S1 kept fraction: {kept}",
     ]
+    if "alpha_mean" in s:
+        lines.append(f"  WeightWatcher (mean over layers): alpha {s['alpha_mean']:.3f}, alpha_weighted "
+                     f"{s['alpha_weighted_mean']:.3f}, stable rank {s['stable_rank_mean']:.2f}, "
+                     f"log norm {s['log_norm_mean']:.3f}")
+    else:
+        lines += [f"  {n}" for n in p.notes if "lqtheory[peers]" in n or n.startswith("WeightWatcher failed")]
+    if p.prunability:
+        r = p.prunability
+        lines.append(f"  one-shot prunability ({r['rule']}): smallest kept fraction with {r['measure']} <= "
+                     f"{r['tolerance']:g}: {r['kept_fraction']:.2f}")
     if p.verification is not None:
         key = p.degradation
         for r in p.verification.itertuples(index=False):
@@ -133,6 +143,13 @@ def run(args: argparse.Namespace, out=None) -> int:
                 print(f"  {r.rank}. {r.model}: m/d {r.m_over_d:.4f}, mean PQI {r.pqi_mean:.4f}{extra}", file=out)
             if comparison.agreement:
                 print(f"  agreement with measured prunability: {comparison.agreement}", file=out)
+            if comparison.metrics is not None and len(comparison.metrics):
+                print("rank correlation with the one-shot prunability (Spearman rho, 95% bootstrap interval over "
+                      "the models):", file=out)
+                for r in comparison.metrics.itertuples(index=False):
+                    iv = f"[{r.lo:.2f}, {r.hi:.2f}]" if r.lo == r.lo else "(no interval below 4 models)"
+                    rho = f"{r.spearman:+.2f}" if r.spearman == r.spearman else "n/a (needs 3 models)"
+                    print(f"  {r.metric:<22} {rho} {iv}", file=out)
     if args.save_export:
         e = profiles[0].export or {}
         if e.get("status") != "ok":

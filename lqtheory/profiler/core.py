@@ -250,12 +250,17 @@ def profile(model, data=None, *, arch: str | None = None, eps=None, settings: Se
     prof = Profile(label=loaded.label, source=loaded.source, settings=s, units=unit_df, layers=layer_df,
                    summary=summary, curves=curves, skipped=pd.DataFrame(skipped, columns=["name", "shape", "reason"]),
                    meta=dict(loaded.meta))
+    from lqtheory.profiler.peers import attach_peer_metrics, one_shot_prunability
+
+    attach_peer_metrics(prof, loaded.model, list(weights))  # WeightWatcher's metrics, or how to get them
     batch = resolve_data(data, loaded, n_data)
     if batch is not None:
         evaluator = Evaluator(loaded, batch)
         prof.data_name = batch.name
         prof.degradation = evaluator.degradation_key()
         prof.verification, _ = _verify(loaded, weights, units, transposed, evaluator, s, mask)
+        if mask is None:  # the peers' yardstick: one-shot global magnitude pruning (issue #21)
+            prof.prunability = one_shot_prunability(loaded, evaluator, weights, transposed)
         if loaded.modality == "tensor":
             prof.bound = _mlp_bound(loaded, _budgets(units, weights, mask, s), evaluator, s)
         if export is not False:

@@ -83,6 +83,7 @@ class Profile:
     data_name: str | None = None
     degradation: str | None = None
     notes: list = field(default_factory=list)
+    prunability: dict | None = None  # one-shot global magnitude pruning (lqtheory.profiler.peers)
 
     # ---------------------------------------------------------------- plots
     def plot_curves(self):
@@ -153,7 +154,8 @@ class Profile:
                    data=self.data_name, degradation=self.degradation, meta=self.meta, notes=self.notes + [_MASKS_NOTE],
                    layers=_jsonable(self.layers), curves=_jsonable(self.curves), skipped=_jsonable(self.skipped),
                    verification=_jsonable(self.verification), bound=_jsonable(self.bound),
-                   export=None if self.export is None else {k: v for k, v in self.export.items() if k != "model"})
+                   export=None if self.export is None else {k: v for k, v in self.export.items() if k != "model"},
+                   prunability=self.prunability)
         if units:
             out["units"] = _jsonable(self.units)
         return out
@@ -276,12 +278,15 @@ class Comparison:
     layers: pd.DataFrame
     units: pd.DataFrame
     agreement: dict | None
+    metrics: pd.DataFrame | None = None  # every metric's Spearman rho with the one-shot prunability
 
     def to_markdown(self) -> str:
         out = ["# Compressibility comparison\n", _md(self.models), "\n## By layer\n", _md(self.layers),
                "\n## Unit by unit\n", _md(self.units)]
         if self.agreement:
             out += ["\n## Agreement with measured prunability\n", _md(pd.DataFrame([self.agreement]))]
+        if self.metrics is not None and len(self.metrics):
+            out += ["\n## Which metric ranks the models like their one-shot prunability\n", _md(self.metrics)]
         return "\n".join(out)
 
     def to_html(self, path=None) -> str:
@@ -295,11 +300,14 @@ class Comparison:
                 _html_table(self.layers), "<h2>Unit by unit</h2>", _html_table(self.units)]
         if self.agreement:
             body += ["<h2>Agreement with measured prunability</h2>", _html_table(pd.DataFrame([self.agreement]))]
+        if self.metrics is not None and len(self.metrics):
+            body += ["<h2>Which metric ranks the models like their one-shot prunability</h2>",
+                     _html_table(self.metrics)]
         return "\n".join(body)
 
     def to_dict(self) -> dict:
         return dict(models=_jsonable(self.models), layers=_jsonable(self.layers), units=_jsonable(self.units),
-                    agreement=self.agreement)
+                    agreement=self.agreement, metrics=_jsonable(self.metrics))
 
 
 def compare(profiles, key: str = "m_over_d") -> Comparison:
@@ -323,10 +331,21 @@ def compare(profiles, key: str = "m_over_d") -> Comparison:
     labels = [p.label for p in profiles]
     if len(set(labels)) != len(labels):
         raise ValueError(f"profiles need distinct labels, got {labels}")
+    from lqtheory.profiler.peers import RANKED_METRICS, rank_agreement
+
     models = pd.DataFrame([{k: p.summary[k] for k in ("model", "pqi_mean", "gini_mean", "m_over_d",
                                                       *[c for c in p.summary if c.startswith("kept@")])}
                            for p in profiles])
     models["rank"] = models[key].rank(method="min").astype(int)
+    for metric in RANKED_METRICS:  # every metric's ranking (1 = smallest value), peers included when present
+        values = [p.summary.get(metric) for p in profiles]
+        if all(v is not None and v == v for v in values):
+            models[metric] = values
+            models[f"rank_{metric}"] = models[metric].rank(method="min").astype(int)
+    metrics = None
+    if all(p.prunability is not None for p in profiles):
+        models["prunability_kept"] = [p.prunability["kept_fraction"] for p in profiles]
+        metrics = rank_agreement(models)
     lay = pd.concat([p.layers[["model", "layer", key, "pqi_mean"]] for p in profiles])
     lay["rank"] = lay.groupby("layer")[key].rank(method="min").astype(int)
     layers = lay.pivot(index="layer", columns="model", values="rank").reindex(ref).reset_index()
@@ -351,4 +370,4 @@ def compare(profiles, key: str = "m_over_d") -> Comparison:
         else:
             tau = kendalltau(models[key], deg).statistic
             agreement = dict(models=len(profiles), kendall_tau=float(tau), measure="Kendall tau")
-    return Comparison(profiles, models, layers, pd.DataFrame(pairs), agreement)
+    return Comparison(profiles, models, layers, pd.DataFrame(pairs), agreement, metrics)
