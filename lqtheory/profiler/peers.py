@@ -43,8 +43,11 @@ def weightwatcher_metrics(model, names) -> pd.DataFrame:
     with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import weightwatcher as ww
+        from weightwatcher.constants import LAYER_TYPE
 
-        details = ww.WeightWatcher(model=model, log_level=logging.ERROR).analyze()
+        # only the layer types the profiler's units live in: no SVD of a (vocabulary x width) embedding
+        kinds = [LAYER_TYPE.DENSE, LAYER_TYPE.CONV1D, LAYER_TYPE.CONV2D]
+        details = ww.WeightWatcher(model=model, log_level=logging.ERROR).analyze(layers=kinds)
     by_module = {}
     for r in details.to_dict(orient="records"):
         by_module.setdefault(str(r.get("longname", r.get("name"))), r)
