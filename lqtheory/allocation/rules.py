@@ -13,8 +13,9 @@ bisection steps, never over units):
   ``[0, 2λ]`` (``λ = 0.08``) and shifted so that its mean is the target density ``1 - S`` gives the
   layer densities: sparsities spanning ``2λ`` around ``S`` (the paper's ``[S - λ, S + λ]`` when the
   ratios are symmetric about their mean; its code, followed here, fixes only the span and the mean). The
-  paper shifts by the plain mean over its equally sized LLM blocks; here the mean is weighted by layer
-  size, which is the same for equal layers and keeps the total exact for unequal ones;
+  shift uses the plain mean over layers, as the paper and its code do (their LLM blocks are equally
+  large); for layers of unequal size the budgets are then scaled by one common factor to the exact total
+  (water-filling below), which keeps every layer's density positive where the plain formula does;
 * ``alphapruning`` (Lu et al., 2024): WeightWatcher's power-law exponent ``α_l`` of each layer mapped
   linearly onto sparsities in ``[1 - ε, 1 + ε]`` (``ε = 0.3``; larger α = less well trained = pruned
   more), then scaled by one factor so that the layer sizes weight them to ``S``
@@ -112,7 +113,7 @@ def _spread_over_rows(scores, view, layer_totals: torch.Tensor, group: str) -> t
 
 
 def owl_densities(scores, view, sparsity: float, m: float = OWL_M, lam: float = OWL_LAMBDA) -> torch.Tensor:
-    """OWL's layer densities (see the module docstring), weighted by layer size to mean ``1 - S``."""
+    """OWL's layer densities (see the module docstring): plain mean ``1 - S`` over the layers."""
     ratios = []
     for name in view.names:  # per layer: the fraction of its scores above M times their mean
         s = scores[name]
@@ -120,8 +121,7 @@ def owl_densities(scores, view, sparsity: float, m: float = OWL_M, lam: float = 
     d = torch.stack(ratios)
     span = float(d.max() - d.min())
     a = (d - d.min()) / span * 2 * lam if span > 0 else torch.zeros_like(d)
-    sizes = _layer_sizes(view).double()
-    return a - (a * sizes).sum() / sizes.sum() + (1.0 - sparsity)
+    return a - a.mean() + (1.0 - sparsity)
 
 
 def alphapruning_sparsities(alpha: torch.Tensor, sizes: torch.Tensor, sparsity: float,
