@@ -87,3 +87,10 @@ def test_cli_prints_the_rank_correlations(tmp_path, capsys):
     assert profile_main([*map(str, paths), "--data", str(x), "--eps", "0.1"]) == 0
     out = capsys.readouterr().out
     assert "rank correlation with the one-shot prunability" in out and "m_over_d" in out
+
+
+def test_peers_can_be_skipped():
+    x = torch.randn(32, 1, 8, 8)
+    p = profile(_mlp(0, 1.0), x, eps=[0.1], peers=False)
+    assert p.prunability is None and "alpha" not in p.layers
+    assert not any("lqtheory[peers]" in n for n in p.notes)

@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="OUT", help="write the report as JSON")
     parser.add_argument("--html", metavar="OUT", help="write the report as one self-contained HTML file")
     parser.add_argument("--markdown", metavar="OUT", help="write the report as Markdown")
+    parser.add_argument("--no-peers", dest="peers", action="store_false",
+                        help="skip WeightWatcher's metrics and the one-shot prunability (default: with [peers])")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
 
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace, out=None) -> int:
     for path in args.models:
         try:
             p = profile(path, args.data, arch=args.arch, eps=args.eps, n_data=args.n_data,
-                        export=False if args.export is None else args.export)
+                        export=False if args.export is None else args.export, peers=args.peers)
         except ProfileInputError as err:
             return _error(err)
         except (ValueError, TypeError) as err:  # e.g. --eps out of range

@@ -218,13 +218,15 @@ def _mlp_bound(loaded: Loaded, all_budgets, evaluator: Evaluator, s: Settings):
 
 def profile(model, data=None, *, arch: str | None = None, eps=None, settings: Settings | None = None,
             n_data: int = 256, export: bool | float = False, input_shape=None, label: str | None = None,
-            curve_eps=CURVE_EPS) -> Profile:
+            curve_eps=CURVE_EPS, peers: bool = True) -> Profile:
     """Profile ``model`` (an ``nn.Module`` or a path, see :func:`lqtheory.profiler.load_model`).
 
     ``data`` (a registry data set name, ``"english"``, ``"sample-images"``, a path, a tensor, ``(x, y)``
     or a list of texts) turns on verification: pruning by the predicted budgets at every ε and measuring
     the degradation. ``eps``: the relative ℓ1 tails (default 0.3, 0.1, 0.03, 0.01). ``export``: also
     build a physically smaller model with Torch-Pruning (True: at ε = 0.1; a float: at that ε).
+    ``peers``: add WeightWatcher's per-layer metrics when the ``[peers]`` extra is installed (False skips
+    them: WeightWatcher costs seconds per conv net) and, with data, the one-shot prunability.
     Returns a :class:`Profile`. Raises :class:`ProfileInputError` on bad input.
     """
     start = time.perf_counter()
@@ -252,14 +254,15 @@ def profile(model, data=None, *, arch: str | None = None, eps=None, settings: Se
                    meta=dict(loaded.meta))
     from lqtheory.profiler.peers import attach_peer_metrics, one_shot_prunability
 
-    attach_peer_metrics(prof, loaded.model, list(weights))  # WeightWatcher's metrics, or how to get them
+    if peers:
+        attach_peer_metrics(prof, loaded.model, list(weights))  # WeightWatcher's metrics, or how to get them
     batch = resolve_data(data, loaded, n_data)
     if batch is not None:
         evaluator = Evaluator(loaded, batch)
         prof.data_name = batch.name
         prof.degradation = evaluator.degradation_key()
         prof.verification, _ = _verify(loaded, weights, units, transposed, evaluator, s, mask)
-        if mask is None:  # the peers' yardstick: one-shot global magnitude pruning (issue #21)
+        if peers and mask is None:  # the peers' yardstick: one-shot global magnitude pruning (issue #21)
             prof.prunability = one_shot_prunability(loaded, evaluator, weights, transposed)
         if loaded.modality == "tensor":
             prof.bound = _mlp_bound(loaded, _budgets(units, weights, mask, s), evaluator, s)
