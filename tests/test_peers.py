@@ -45,12 +45,12 @@ def test_one_shot_prunability_is_measured_on_a_grid(family):
 def test_compare_ranks_by_every_metric_and_correlates_with_prunability(family):
     c = compare(family)
     for metric in ("m_over_d", "pqi_mean", "gini_global"):
-        assert f"rank_{metric}" in c.models
-    assert list(c.models.prunability_kept) == [p.prunability["kept_fraction"] for p in family]
+        assert f"rank_{metric}" in c.ranks
+    assert list(c.ranks.prunability_kept) == [p.prunability["kept_fraction"] for p in family]
     t = c.metrics.set_index("metric")
     from scipy.stats import spearmanr
 
-    rho = spearmanr(c.models.m_over_d, c.models.prunability_kept).statistic
+    rho = spearmanr(c.ranks.m_over_d, c.ranks.prunability_kept).statistic
     assert t.loc["m_over_d", "spearman"] == pytest.approx(rho)
     assert (t.lo <= t.spearman + 1e-12).all() and (t.spearman <= t.hi + 1e-12).all()
     assert "one-shot prunability" in c.to_markdown()
@@ -60,7 +60,7 @@ def test_compare_ranks_by_every_metric_and_correlates_with_prunability(family):
 def test_profile_has_weightwatcher_metrics_per_layer(family):
     p = family[0]
     for k in peers_mod.PEER_METRICS:
-        assert k in p.layers and f"{k}_mean" in p.summary
+        assert k in p.layers and f"{k}_mean" in p.peer_summary and f"{k}_mean" not in p.summary
     ww = peers_mod.weightwatcher_metrics(_mlp(0, 1.0), list(p.layers.layer))
     assert p.layers.alpha.tolist() == pytest.approx(ww.alpha.tolist())
     assert "alpha_mean" in set(compare(family).metrics.metric)

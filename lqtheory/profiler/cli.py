@@ -72,10 +72,11 @@ def _summary_lines(p) -> list[str]:
         f"{s['m_over_d']:.4f}, SAP keeps {s['sap_kept_fraction']:.4f}",
         f"  S1 kept fraction: {kept}",
     ]
-    if "alpha_mean" in s:
-        lines.append(f"  WeightWatcher (mean over layers): alpha {s['alpha_mean']:.3f}, alpha_weighted "
-                     f"{s['alpha_weighted_mean']:.3f}, stable rank {s['stable_rank_mean']:.2f}, "
-                     f"log norm {s['log_norm_mean']:.3f}")
+    w = p.peer_summary
+    if "alpha_mean" in w:
+        lines.append(f"  WeightWatcher (mean over layers): alpha {w['alpha_mean']:.3f}, alpha_weighted "
+                     f"{w['alpha_weighted_mean']:.3f}, stable rank {w['stable_rank_mean']:.2f}, "
+                     f"log norm {w['log_norm_mean']:.3f}")
     else:
         lines += [f"  {n}" for n in p.notes if "lqtheory[peers]" in n or n.startswith("WeightWatcher failed")]
     if p.prunability:

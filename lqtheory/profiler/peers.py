@@ -77,8 +77,9 @@ PRUNABILITY_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 
 def attach_peer_metrics(prof, model, names) -> None:
-    """Add WeightWatcher's metrics to ``prof.layers`` (columns) and ``prof.summary`` (``<metric>_mean``,
-    NaN-skipping means over layers); without the extra, or if it fails on this model, a note."""
+    """Add WeightWatcher's metrics to ``prof.layers`` (columns) and ``prof.peer_summary`` (``<metric>_mean``,
+    NaN-skipping means over layers); without the extra, or if it fails on this model, a note. They stay
+    out of ``prof.summary`` so that the lq report reads the same with and without the extra."""
     if not peers_available():
         prof.notes.append(PEERS_HINT)
         return
@@ -90,7 +91,7 @@ def attach_peer_metrics(prof, model, names) -> None:
     by_layer = ww.set_index("layer")
     for k in PEER_METRICS:
         prof.layers[k] = by_layer[k].reindex(prof.layers.layer).to_numpy()
-        prof.summary[f"{k}_mean"] = float(by_layer[k].mean()) if by_layer[k].notna().any() else math.nan
+        prof.peer_summary[f"{k}_mean"] = float(by_layer[k].mean()) if by_layer[k].notna().any() else math.nan
 
 
 def one_shot_prunability(loaded, evaluator, weights, transposed) -> dict:
