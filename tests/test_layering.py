@@ -3,7 +3,7 @@
 * Every module belongs to a room (the longest package prefix in :data:`LAYERS`), every room to a layer.
   A module may import its own room, a room nested in it or around it, and any room of a lower layer;
   never a room of its own layer (siblings stay independent) nor of a higher one. So the direction is
-  common <- theory <- engine <- runs <- analysis <- {workbench, profiler, allocation} <- cli <- the
+  common <- theory <- engine <- runs <- analysis <- {workbench, profiler} <- allocation <- cli <- the
   package root, and nothing imports the CLI.
 * No import cycle between modules (function-level imports count: a deferred import is still a
   dependency).
@@ -34,10 +34,10 @@ LAYERS: dict[str, int] = {
     "lqtheory.workbench": 5,  # notebooks -> reproducible paper
     "lqtheory.workbench.manuscript": 5,  # report rendering
     "lqtheory.profiler": 5,  # `lqtheory profile`
-    "lqtheory.allocation": 5,  # `lqtheory allocate`
-    "lqtheory.cli": 6,  # the `lqtheory` command
-    "lqtheory.__main__": 7,
-    "lqtheory": 7,  # the package root: re-exports the public API
+    "lqtheory.allocation": 6,  # `lqtheory allocate`: reuses the profiler's loading, data and masks
+    "lqtheory.cli": 7,  # the `lqtheory` command
+    "lqtheory.__main__": 8,
+    "lqtheory": 8,  # the package root: re-exports the public API
 }
 
 

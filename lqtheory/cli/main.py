@@ -143,6 +143,12 @@ def _build() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         add_help=False,
     )
     profile.add_argument("rest", nargs=argparse.REMAINDER)
+    allocate = sub.add_parser(
+        "allocate",
+        help="per-unit pruning budgets by OWL, AlphaPruning, Wanda and the lq rules; see `lqtheory allocate --help`",
+        add_help=False,
+    )
+    allocate.add_argument("rest", nargs=argparse.REMAINDER)
     return parser, prune
 
 
@@ -304,6 +310,10 @@ def main(argv: Sequence[str] | None = None, *, out=None) -> int:
         from lqtheory.profiler.cli import main as profile_main
 
         return profile_main(argv[1:], out)
+    if argv and argv[0] == "allocate":  # its own parser (lqtheory.allocation.cli)
+        from lqtheory.allocation.cli import main as allocate_main
+
+        return allocate_main(argv[1:], out)
     parser, prune_parser = _build()
     args = parser.parse_args(argv)
     if args.command == "reproduce":  # e.g. `lqtheory --some-flag reproduce`: not reached with valid input

@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow unpickling a whole pickled nn.Module (torch.save(model)); RISK: unpickling "
                              "runs arbitrary code stored in the file, so only for files you made or trust. "
                              "State dicts (with --arch) are always read with weights_only=True")
+    parser.add_argument("--no-peers", dest="peers", action="store_false",
+                        help="skip WeightWatcher's metrics and the one-shot prunability (default: with [peers])")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
 
@@ -102,6 +104,17 @@ def _summary_lines(p) -> list[str]:
         f"{s['m_over_d']:.4f}, SAP keeps {s['sap_kept_fraction']:.4f}",
         f"  S1 kept fraction: {kept}",
     ]
+    w = p.peer_summary
+    if "alpha_mean" in w:
+        lines.append(f"  WeightWatcher (mean over layers): alpha {w['alpha_mean']:.3f}, alpha_weighted "
+                     f"{w['alpha_weighted_mean']:.3f}, stable rank {w['stable_rank_mean']:.2f}, "
+                     f"log norm {w['log_norm_mean']:.3f}")
+    else:
+        lines += [f"  {n}" for n in p.notes if "lqtheory[peers]" in n or n.startswith("WeightWatcher failed")]
+    if p.prunability:
+        r = p.prunability
+        lines.append(f"  one-shot prunability ({r['rule']}): smallest kept fraction with {r['measure']} <= "
+                     f"{r['tolerance']:g}: {r['kept_fraction']:.2f}")
     if p.verification is not None:
         key = p.degradation
         for r in p.verification.itertuples(index=False):
@@ -140,7 +153,7 @@ def run(args: argparse.Namespace, out=None) -> int:
         try:
             p = profile(path, args.data, arch=args.arch, eps=args.eps, n_data=args.n_data,
                         export=False if args.export is None else args.export,
-                        trust_pickle=args.trust_pickle)
+                        trust_pickle=args.trust_pickle, peers=args.peers)
         except ProfileInputError as err:
             return _error(err)
         except (ValueError, TypeError) as err:  # e.g. --eps out of range
@@ -168,6 +181,13 @@ def run(args: argparse.Namespace, out=None) -> int:
                 print(f"  {r.rank}. {r.model}: m/d {r.m_over_d:.4f}, mean PQI {r.pqi_mean:.4f}{extra}", file=out)
             if comparison.agreement:
                 print(f"  agreement with measured prunability: {comparison.agreement}", file=out)
+            if comparison.metrics is not None and len(comparison.metrics):
+                print("rank correlation with the one-shot prunability (Spearman rho, 95% bootstrap interval over "
+                      "the models):", file=out)
+                for r in comparison.metrics.itertuples(index=False):
+                    iv = f"[{r.lo:.2f}, {r.hi:.2f}]" if r.lo == r.lo else "(no interval below 4 models)"
+                    rho = f"{r.spearman:+.2f}" if r.spearman == r.spearman else "n/a (needs 3 models)"
+                    print(f"  {r.metric:<22} {rho} {iv}", file=out)
     if args.save_export:
         e = profiles[0].export or {}
         if e.get("status") != "ok":

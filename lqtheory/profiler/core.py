@@ -16,7 +16,6 @@ Room: profiler (``lqtheory profile``: how compressible is any model).
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 
 import pandas as pd
 import torch
@@ -26,54 +25,19 @@ from lqtheory.engine.models import mlp_biases, mlp_weights
 from lqtheory.profiler.evaluate import Evaluator, resolve_data
 from lqtheory.profiler.export import export_structured
 from lqtheory.profiler.loading import Loaded, ProfileInputError, load_model
+from lqtheory.profiler.masking import budget_masks, masked_weights, model_parameter
 from lqtheory.profiler.measure import CURVE_EPS, Settings, measure_units, needed_terms, profiled_weights
+from lqtheory.profiler.peers import attach_peer_metrics, one_shot_prunability
 from lqtheory.profiler.report import Profile
 from lqtheory.theory.approximation import best_s_term_error, required_terms
 from lqtheory.theory.bounds import network_bound
 from lqtheory.theory.norms import gini_index, pq_index, si_implied_size, sparsity_index
-from lqtheory.theory.selection import magnitude_prune
 
 __all__ = ["profile", "budget_masks", "masked_weights"]
 
 
 def _eps_label(e: float) -> str:
     return f"{e:g}"
-
-
-def budget_masks(weights: dict[str, torch.Tensor], keep: torch.Tensor, mask=None) -> dict[str, torch.Tensor]:
-    """Keep masks (name → bool, shaped like the profiled weights) that keep ``keep[u]`` largest-magnitude
-    entries of every unit ``u`` (unit_view order), via :func:`lqtheory.theory.selection.magnitude_prune` per block."""
-    view = unit_view(weights, "neuron", mask)
-    d = view.alive_counts()
-    parts = view.split_units(d - keep.to(d.device))
-    return view.blocks_to_dict(
-        magnitude_prune(v, n, mask=None if mask is None else m) for (v, m), n in zip(view.blocks, parts, strict=True)
-    )
-
-
-def _param(model: torch.nn.Module, name: str) -> torch.Tensor:
-    """``model.get_parameter(name)``, also for TorchScript modules (attribute walk)."""
-    obj = model
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-@contextmanager
-def masked_weights(model: torch.nn.Module, masks: dict[str, torch.Tensor], transposed: set[str] = frozenset()):
-    """Temporarily zero the masked-out entries of ``model``'s parameters (restored on exit)."""
-    saved = {}
-    try:
-        with torch.no_grad():
-            for name, m in masks.items():
-                p = _param(model, name)
-                saved[name] = p.detach().clone()
-                p.mul_((m.t() if name in transposed else m).to(p.dtype))
-        yield model
-    finally:
-        with torch.no_grad():
-            for name, value in saved.items():
-                _param(model, name).copy_(value)
 
 
 def _with_effective_weights(model: torch.nn.Module) -> tuple[torch.nn.Module, list[str]]:
@@ -247,7 +211,7 @@ def _mlp_bound(loaded: Loaded, all_budgets, evaluator: Evaluator, s: Settings, u
 
 def profile(model, data=None, *, arch: str | None = None, eps=None, settings: Settings | None = None,
             n_data: int = 256, export: bool | float = False, input_shape=None, label: str | None = None,
-            curve_eps=CURVE_EPS, trust_pickle: bool = False) -> Profile:
+            curve_eps=CURVE_EPS, trust_pickle: bool = False, peers: bool = True) -> Profile:
     """Profile ``model`` (an ``nn.Module`` or a path, see :func:`lqtheory.profiler.load_model`).
 
     ``data`` (a registry data set name, ``"english"``, ``"sample-images"``, a path, a tensor, ``(x, y)``
@@ -255,6 +219,8 @@ def profile(model, data=None, *, arch: str | None = None, eps=None, settings: Se
     the degradation. ``eps``: the relative ℓ1 tails (default 0.3, 0.1, 0.03, 0.01). ``export``: also
     build a physically smaller model with Torch-Pruning (True: at ε = 0.1; a float: at that ε).
     ``trust_pickle``: allow unpickling a whole pickled module from a file (it can run arbitrary code).
+    ``peers``: add WeightWatcher's per-layer metrics when the ``[peers]`` extra is installed (False skips
+    them: WeightWatcher costs seconds per conv net) and, with data, the one-shot prunability.
     Returns a :class:`Profile`. Raises :class:`ProfileInputError` on bad input.
     """
     start = time.perf_counter()
@@ -274,7 +240,7 @@ def profile(model, data=None, *, arch: str | None = None, eps=None, settings: Se
     if not weights:
         raise ProfileInputError(f"{loaded.label}: no prunable layers (no Linear, Conv or attention projection "
                                 f"weights; {len(skipped)} other parameter(s))")
-    transposed = {n for n, w in weights.items() if w.shape != _param(loaded.model, n).shape}
+    transposed = {n for n, w in weights.items() if w.shape != model_parameter(loaded.model, n).shape}
     mask = None
     if loaded.mask is not None:
         mask = {n: (loaded.mask[n].t() if n in transposed else loaded.mask[n]) for n in weights if n in loaded.mask}
@@ -288,12 +254,17 @@ def profile(model, data=None, *, arch: str | None = None, eps=None, settings: Se
                    meta=dict(loaded.meta))
     if effective:
         prof.notes.append(f"parametrized weights ({', '.join(effective)}) profiled as their effective weights")
+
+    if peers:
+        attach_peer_metrics(prof, loaded.model, list(weights))  # WeightWatcher's metrics, or how to get them
     batch = resolve_data(data, loaded, n_data)
     if batch is not None:
         evaluator = Evaluator(loaded, batch)
         prof.data_name = batch.name
         prof.degradation = evaluator.degradation_key()
         prof.verification, _ = _verify(loaded, weights, units, transposed, evaluator, s, mask)
+        if peers and mask is None:  # the peers' yardstick: one-shot global magnitude pruning (issue #21)
+            prof.prunability = one_shot_prunability(loaded, evaluator, weights, transposed)
         if loaded.modality == "tensor":
             prof.bound = _mlp_bound(loaded, _budgets(units, weights, mask, s), evaluator, s, units)
         if export is not False:

@@ -97,6 +97,8 @@ class Profile:
     data_name: str | None = None
     degradation: str | None = None
     notes: list = field(default_factory=list)
+    prunability: dict | None = None  # one-shot global magnitude pruning (lqtheory.profiler.peers)
+    peer_summary: dict = field(default_factory=dict)  # WeightWatcher's means over layers, with [peers]
 
     # ---------------------------------------------------------------- plots
     def plot_curves(self):
@@ -195,7 +197,8 @@ class Profile:
                    data=self.data_name, degradation=self.degradation, meta=self.meta, notes=self.notes + [_MASKS_NOTE],
                    layers=_jsonable(self.layers), curves=_jsonable(self.curves), skipped=_jsonable(self.skipped),
                    verification=_jsonable(self.verification), bound=_jsonable(self.bound),
-                   export=None if self.export is None else {k: v for k, v in self.export.items() if k != "model"})
+                   export=None if self.export is None else {k: v for k, v in self.export.items() if k != "model"},
+                   prunability=self.prunability, peers=self.peer_summary or None)
         if units:
             out["units"] = _jsonable(self.units)
         return out
@@ -318,12 +321,18 @@ class Comparison:
     layers: pd.DataFrame
     units: pd.DataFrame
     agreement: dict | None
+    metrics: pd.DataFrame | None = None  # every metric's Spearman rho with the one-shot prunability
+    ranks: pd.DataFrame | None = None  # every metric's value and rank per model, and the prunability
 
     def to_markdown(self) -> str:
         out = ["# Compressibility comparison\n", _md(self.models), "\n## By layer\n", _md(self.layers),
                "\n## Unit by unit\n", _md(self.units)]
         if self.agreement:
             out += ["\n## Agreement with measured prunability\n", _md(pd.DataFrame([self.agreement]))]
+        if self.ranks is not None:
+            out += ["\n## Every metric's ranking (peers included with the [peers] extra)\n", _md(self.ranks)]
+        if self.metrics is not None and len(self.metrics):
+            out += ["\n## Which metric ranks the models like their one-shot prunability\n", _md(self.metrics)]
         return "\n".join(out)
 
     def to_html(self, path=None) -> str:
@@ -337,11 +346,16 @@ class Comparison:
                 _html_table(self.layers), "<h2>Unit by unit</h2>", _html_table(self.units)]
         if self.agreement:
             body += ["<h2>Agreement with measured prunability</h2>", _html_table(pd.DataFrame([self.agreement]))]
+        if self.ranks is not None:
+            body += ["<h2>Every metric's ranking</h2>", _html_table(self.ranks)]
+        if self.metrics is not None and len(self.metrics):
+            body += ["<h2>Which metric ranks the models like their one-shot prunability</h2>",
+                     _html_table(self.metrics)]
         return "\n".join(body)
 
     def to_dict(self) -> dict:
         return dict(models=_jsonable(self.models), layers=_jsonable(self.layers), units=_jsonable(self.units),
-                    agreement=self.agreement)
+                    agreement=self.agreement, metrics=_jsonable(self.metrics), ranks=_jsonable(self.ranks))
 
 
 def compare(profiles, key: str = "m_over_d") -> Comparison:
@@ -365,10 +379,22 @@ def compare(profiles, key: str = "m_over_d") -> Comparison:
     labels = [p.label for p in profiles]
     if len(set(labels)) != len(labels):
         raise ValueError(f"profiles need distinct labels, got {labels}")
+    from lqtheory.profiler.peers import RANKED_METRICS, rank_agreement
+
     models = pd.DataFrame([{k: p.summary[k] for k in ("model", "pqi_mean", "gini_mean", "m_over_d",
                                                       *[c for c in p.summary if c.startswith("kept@")])}
                            for p in profiles])
     models["rank"] = models[key].rank(method="min").astype(int)
+    ranks = pd.DataFrame({"model": labels})
+    for metric in RANKED_METRICS:  # every metric's ranking (1 = smallest value), peers included when present
+        values = [p.summary.get(metric, p.peer_summary.get(metric)) for p in profiles]
+        if all(v is not None and v == v for v in values):
+            ranks[metric] = values
+            ranks[f"rank_{metric}"] = ranks[metric].rank(method="min").astype(int)
+    metrics = None
+    if all(p.prunability is not None for p in profiles):
+        ranks["prunability_kept"] = [p.prunability["kept_fraction"] for p in profiles]
+        metrics = rank_agreement(ranks)
     lay = pd.concat([p.layers[["model", "layer", key, "pqi_mean"]] for p in profiles])
     lay["rank"] = lay.groupby("layer")[key].rank(method="min").astype(int)
     layers = lay.pivot(index="layer", columns="model", values="rank").reindex(ref).reset_index()
@@ -393,4 +419,4 @@ def compare(profiles, key: str = "m_over_d") -> Comparison:
         else:
             tau = kendalltau(models[key], deg).statistic
             agreement = dict(models=len(profiles), kendall_tau=float(tau), measure="Kendall tau")
-    return Comparison(profiles, models, layers, pd.DataFrame(pairs), agreement)
+    return Comparison(profiles, models, layers, pd.DataFrame(pairs), agreement, metrics, ranks)
