@@ -17,7 +17,7 @@ from lqtheory.runs.files import CorruptRunError
 from lqtheory.runs.folder import load_run
 from lqtheory.runs.grid.cluster import connect, default_workers, gpu_count
 from lqtheory.runs.grid.graph import plan_banks, plan_grid
-from lqtheory.runs.grid.settings import resolve
+from lqtheory.runs.grid.settings import resolve, resolve_bank_size
 from lqtheory.runs.grid.tasks import TaskError, bank_task, dense_task
 
 __all__ = ["GridError", "RunFailure", "run_experiments", "run_grid"]
@@ -79,6 +79,7 @@ def run_grid(configs, out: str | os.PathLike = "runs", *, executor: str | None =
     :mod:`lqtheory.runs.dense`), to a Dask cluster; ``"serial"`` runs the banks one after another in
     this process (for debugging: the first error is raised as is). Without an argument,
     ``$LQTHEORY_EXECUTOR`` decides. ``bank_size``: at most this many runs per bank (default
+    ``$LQTHEORY_BANK_SIZE``, else
     :data:`lqtheory.runs.grid.graph.DEFAULT_BANK_SIZE`: 12 on a CPU, 64 on CUDA); a small grid is cut
     into at least one bank per worker. A run's records do not depend on its bank (bank of 1 included).
 
@@ -113,11 +114,12 @@ def run_grid(configs, out: str | os.PathLike = "runs", *, executor: str | None =
     _check_count(workers, "workers")
     _check_count(threads, "threads")
     _check_count(bank_size, "bank_size")
+    bank_size = resolve_bank_size(bank_size)
     executor, scheduler, explicit = resolve(executor, scheduler)
     if executor == "serial":
         if workers is not None:
             raise ValueError("workers sizes a local Dask cluster; it has no meaning with executor='serial'")
-        return _serial(configs, out, threads=threads, progress=progress, bank_size=bank_size)
+        return _serial(list(dict.fromkeys(configs)), out, threads=threads, progress=progress, bank_size=bank_size)
     return _dask(configs, out, scheduler=scheduler, workers=workers, threads=threads or 1, progress=progress,
                  explicit=explicit, bank_size=bank_size)
 
