@@ -220,7 +220,9 @@ def _submit(plan, pending, out, *, scheduler, workers, gpus, threads, progress, 
     needed = {t.dense for t in pending if t.dense is not None}
     failures: list[RunFailure] = []
     with connect(scheduler, workers=workers, gpus=gpus) as client:
-        spread = workers if workers is not None else max(1, len(client.scheduler_info().get("workers", {})))
+        # banks per group: at least one per worker (a cluster object's spec counts workers still starting)
+        spread = workers if workers is not None else max(1, len(client.scheduler_info().get("workers", {})),
+                                                         len(getattr(scheduler, "worker_spec", None) or {}))
         dense = {d.key: client.submit(dense_task, d.config, out, threads, key=d.key)
                  for d in plan.dense if d.key in needed}
         submitted = {client.submit(bank_task, bank.configs, out, threads, *(dense[k] for k in bank.dense),
