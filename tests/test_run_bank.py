@@ -205,3 +205,26 @@ def test_bank_size_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("LQTHEORY_BANK_SIZE", "0")
     with pytest.raises(ValueError, match="LQTHEORY_BANK_SIZE"):
         run_grid(GRID[:1], tmp_path, executor="serial")
+
+
+def test_a_diverged_member_leaves_its_bank_and_the_others_finish(tmp_path, single_run_store, monkeypatch):
+    from lqtheory.engine.bank import BankDivergedError
+    from lqtheory.engine.training import TrainingDivergedError
+    from lqtheory.runs import banks
+
+    original = banks.train_bank
+
+    def first_member_diverges(members, **kw):  # at iteration 1, as train_bank reports a diverged member
+        histories = original(members, **kw)
+        if kw.get("desc") == "iteration 1":
+            raise BankDivergedError("1 of K members diverged", [None, *histories[1:]],
+                                    {0: TrainingDivergedError("training diverged: loss is nan")})
+        return histories
+
+    monkeypatch.setattr(banks, "train_bank", first_member_diverges)
+    configs = sorted(GRID[:3], key=lambda c: c.run_id())  # a bank's members are in run-id order
+    with pytest.raises(TrainingDivergedError, match=f"run {configs[0].run_id()}.*diverged"):
+        run_bank(configs, tmp_path)
+    assert len(folder.load_run(configs[0].run_dir(tmp_path)).records) == 1  # t = 0 only, nothing committed after
+    for cfg in configs[1:]:
+        assert stored(tmp_path, cfg) == stored(single_run_store, cfg)  # the others finished, unchanged
