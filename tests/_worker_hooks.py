@@ -1,7 +1,8 @@
 """Preloaded into the Dask workers of tests/test_sweep.py (distributed's ``preload`` option).
 
-Inactive unless ``$LQTHEORY_TEST_HOOK_DIR/arm`` exists. When armed, the first run to start training
-iteration 2 writes this worker's pid into ``<dir>/stalled`` and stalls, so the test can kill the
+Inactive unless ``$LQTHEORY_TEST_HOOK_DIR/arm`` exists. When armed, the first bank (of one run or
+several, :mod:`lqtheory.runs.banks`) to start training iteration 2 writes this worker's pid into
+``<dir>/stalled`` and stalls, so the test can kill the
 worker process mid-run (iterations 0 and 1 committed); every later call, including the retried task on
 the restarted or the other worker, trains normally.
 """
@@ -10,11 +11,11 @@ import os
 import time
 from pathlib import Path
 
-from lqtheory.runs import loop
+from lqtheory.runs import banks, loop
 
 HOOK_DIR = Path(os.environ["LQTHEORY_TEST_HOOK_DIR"])
-_train = getattr(loop, "_unhooked_train", loop.train)  # idempotent: preload may run twice
-loop._unhooked_train = _train
+_train = getattr(loop, "_unhooked_train_bank", loop.train_bank)  # idempotent: preload may run twice
+loop._unhooked_train_bank = _train
 
 
 def _stall_once() -> None:
@@ -28,10 +29,10 @@ def _stall_once() -> None:
     time.sleep(300)  # until the test kills this process
 
 
-def train(*args, **kwargs):
+def train_bank(*args, **kwargs):
     if kwargs.get("desc") == "iteration 2" and (HOOK_DIR / "arm").exists():
         _stall_once()
     return _train(*args, **kwargs)
 
 
-loop.train = train
+loop.train_bank = banks.train_bank = train_bank

@@ -281,7 +281,7 @@ NON_DEFAULT = {  # field -> (command-line text, the value the configuration must
     "schedule": ("constant", "constant"), "grad_clip": ("2", 2.0), "batch_size": ("64", 64),
     "l1_penalty": ("0.01", 0.01), "n_train": ("100", 100), "n_test": ("50", 50), "data_seed": ("3", 3),
     "stat_p": ("0.25", 0.25), "stat_q": ("2", 2.0), "si_q": ("0.25", 0.25), "device": ("cpu", "cpu"),
-    "dense_epochs": ("7", 7),
+    "dense_epochs": ("7", 7), "precision": ("bfloat16", "bfloat16"),
 }
 
 

@@ -17,6 +17,7 @@ from lqtheory.engine.training import LambdaCallback
 from lqtheory.runs import (
     CorruptRunError,
     ExperimentConfig,
+    banks,
     dense,
     files,
     folder,
@@ -27,7 +28,6 @@ from lqtheory.runs import (
     load_run,
     loop,
     run_experiment,
-    runner,
 )
 
 TINY = {"dataset": "digits", "model": "mlp-16-1-1-relu", "n_train": 300, "n_test": 120, "epochs": 1,
@@ -245,8 +245,8 @@ def test_finished_run_is_loaded_not_recomputed(tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished run was retrained")
 
-    monkeypatch.setattr(loop, "train", forbidden)
-    monkeypatch.setattr(dense, "train", forbidden)
+    monkeypatch.setattr(loop, "train_bank", forbidden)
+    monkeypatch.setattr(dense, "train_bank", forbidden)
     again = run_experiment(cfg, tmp_path)
     assert again.records == first.records and again.complete
     # a longer schedule is another run, so it is computed (and hits the patched train)
@@ -324,8 +324,8 @@ def test_corrupt_file_of_a_finished_run_is_reported(tmp_path, damage, named, mon
     def forbidden(*args, **kwargs):
         raise AssertionError("a corrupt finished run was retrained")
 
-    monkeypatch.setattr(loop, "train", forbidden)
-    monkeypatch.setattr(dense, "train", forbidden)
+    monkeypatch.setattr(loop, "train_bank", forbidden)
+    monkeypatch.setattr(dense, "train_bank", forbidden)
     with pytest.raises(CorruptRunError, match=named.replace(".", r"\.")):
         run_experiment(cfg, tmp_path)
     with pytest.raises(CorruptRunError, match=named.replace(".", r"\.")):
@@ -478,10 +478,11 @@ def test_frame_columns_and_config_file(tmp_path):
 def test_run_experiments_concatenates_and_deduplicates(tmp_path, monkeypatch):
     configs = [tiny("sap", iterations=1), tiny("random", iterations=1), tiny("sap", iterations=1)]
     calls = []
-    original = runner.run_experiment
-    monkeypatch.setattr(runner, "run_experiment", lambda cfg, *a, **k: calls.append(cfg) or original(cfg, *a, **k))
+    original = banks.run_bank
+    monkeypatch.setattr(banks, "run_bank", lambda cfgs, *a, **k: calls.extend(cfgs) or original(cfgs, *a, **k))
     df = grid.run_experiments(configs, tmp_path)
-    assert calls == configs[:2]  # the duplicate ran once
+    assert sorted(c.run_id() for c in calls) == sorted(c.run_id() for c in configs[:2])  # the duplicate ran once
+    assert df.method.tolist() == ["sap", "sap", "random", "random"]  # in the order given
     assert len(df) == 4 and sorted(df.method.unique()) == ["random", "sap"]
     assert set(df.run_id) == {c.run_id() for c in configs}
     with pytest.raises(ValueError, match="empty"):
@@ -494,14 +495,14 @@ def test_run_experiments_concatenates_and_deduplicates(tmp_path, monkeypatch):
 
 def count_dense_trainings(monkeypatch):
     calls = []
-    original = dense.train
+    original = dense.train_bank
 
-    def counting(model, data, config, **kw):
+    def counting(members, **kw):
         if kw.get("desc") == "dense":
-            calls.append(config.epochs)
-        return original(model, data, config, **kw)
+            calls.extend(m.config.epochs for m in members)
+        return original(members, **kw)
 
-    monkeypatch.setattr(dense, "train", counting)
+    monkeypatch.setattr(dense, "train_bank", counting)
     return calls
 
 

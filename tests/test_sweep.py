@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lqtheory.runs import ExperimentConfig, dense, folder, grid, lease, load_run, runner
+from lqtheory.runs import ExperimentConfig, banks, dense, folder, grid, lease, load_run
 from lqtheory.runs.grid import GridError, plan_grid, resolve, run_grid
 from lqtheory.runs.grid.cluster import SharedCluster, gpu_worker_env, local_cluster
 
@@ -127,20 +127,24 @@ def test_dense_tasks_run_once_and_before_the_runs_that_need_them(tmp_path, monke
         def frame(self):
             return pd.DataFrame({"run_id": [self.cfg.run_id()], "seed": [self.cfg.seed], "wall_time": [0.0]})
 
-    def run_experiment(cfg, out, **kwargs):
-        did = dense.dense_id(cfg)
-        assert (Path(out) / "dense" / did).is_dir(), f"run {cfg.run_id()} started before its dense stage {did}"
-        with lock:
-            calls.append(("run", did))
-        return Done(cfg)
+    def run_bank(cfgs, out, **kwargs):
+        done = []
+        for cfg in cfgs:
+            did = dense.dense_id(cfg)
+            assert (Path(out) / "dense" / did).is_dir(), f"run {cfg.run_id()} started before its dense stage {did}"
+            with lock:
+                calls.append(("run", did))
+            done.append(Done(cfg))
+        return done
 
     monkeypatch.setattr(dense, "dense_id", lambda cfg: f"dense-seed{cfg.seed}", raising=False)
     monkeypatch.setattr(dense, "ensure_dense", ensure_dense, raising=False)
-    monkeypatch.setattr(runner, "run_experiment", run_experiment)
+    monkeypatch.setattr(banks, "run_bank", run_bank)
     configs = [tiny(m, seed=sd) for m in ("sap", "random", "one-shot") for sd in (0, 1)]
-    # threads in this process, so the stand-ins above are what the tasks call
+    # threads in this process, so the stand-ins above are what the tasks call; banks of 2, so that a
+    # bank can hold runs of two dense models (it waits for both)
     with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=None) as c:
-        df = run_grid(configs, tmp_path, scheduler=c, progress=False)
+        df = run_grid(configs, tmp_path, scheduler=c, progress=False, bank_size=2)
     assert df.run_id.tolist() == [cfg.run_id() for cfg in configs]
     assert sorted(c for c in calls if c[0] == "dense") == [("dense", "dense-seed0"), ("dense", "dense-seed1")]
     for did in ("dense-seed0", "dense-seed1"):
@@ -195,13 +199,16 @@ def test_killed_worker_is_replaced_and_its_run_resumes_from_the_checkpoint(clust
     same_records(outcome["df"], serial_reference)
     logs = {cfg.run_id(): lease.read_log(cfg.run_dir(tmp_path) / lease.LEASE_FILE) for cfg in GRID}
     taken = {rid: log for rid, log in logs.items() if any(e["event"] == "took over" for e in log)}
-    assert len(taken) == 1, logs  # the killed worker's run, and only it
-    log = next(iter(taken.values()))
-    over = next(i for i, e in enumerate(log) if e["event"] == "took over")
-    assert log[over]["previous"]["pid"] == pid
-    starts = [e["iteration"] for e in log if e["event"] == "start"]
-    assert starts == [0, 2]  # started once from scratch, resumed once after the two committed iterations
-    assert log[over + 1]["event"] == "start" and log[over + 1]["iteration"] == 2
+    # the grid's 4 runs went as banks (one per worker); the killed worker's bank, and only it, was retried
+    killed_bank = {rid for rid, log in logs.items() if log[0]["pid"] == pid}
+    assert killed_bank and set(taken) == killed_bank, logs
+    assert len(killed_bank) == 2  # 4 runs of one bank key, cut into one bank per worker of the 2
+    for log in taken.values():
+        over = next(i for i, e in enumerate(log) if e["event"] == "took over")
+        assert log[over]["previous"]["pid"] == pid
+        starts = [e["iteration"] for e in log if e["event"] == "start"]
+        assert starts == [0, 2]  # started once from scratch, resumed once after the two committed iterations
+        assert log[over + 1]["event"] == "start" and log[over + 1]["iteration"] == 2
 
 
 def test_a_failing_run_is_reported_and_the_others_finish(cluster, tmp_path, capsys):

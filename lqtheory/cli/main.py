@@ -285,7 +285,7 @@ def _compute(config, args: argparse.Namespace, on_record, on_restore=None):
     watcher.start()
     try:
         run_grid([config], args.out, executor="dask", scheduler=scheduler, workers=args.workers,
-                 threads=args.threads or 1, progress=False)
+                 threads=args.threads or 1, progress=False, bank_size=args.bank_size)
     finally:
         done.set()
         watcher.join()

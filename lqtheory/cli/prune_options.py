@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any
 
 from lqtheory.common.checks import nonnegative_int_argument, positive_int_argument
+from lqtheory.engine.bank import PRECISIONS
 from lqtheory.engine.data import DATASETS
 from lqtheory.engine.masks import SCOPES
 from lqtheory.engine.models import MODEL_PATTERNS, MODELS
@@ -74,6 +75,9 @@ FIELD_OPTIONS: dict[str, dict[str, Any]] = {
                    help="use a class-balanced subset of this many test examples (default: all)"),
     "data_seed": dict(group="data", help="seed of the data subsets"),
     "device": dict(group="data", help="auto | cpu | cuda | cuda:N | mps"),
+    "precision": dict(group="data", choices=lambda: PRECISIONS,
+                      help="training precision: float32, or bfloat16 (autocast for the products, fp32 master "
+                           "weights; for CPUs with AMX and GPUs); part of the run id when not float32"),
 }
 
 _TYPES = {"int": nonnegative_int_argument, "int | None": nonnegative_int_argument, "float": float,

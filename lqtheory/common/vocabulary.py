@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "EMPIRICAL_VERDICTS",
+    "ENV_BANK_SIZE",
     "ENV_BATCH",
     "ENV_CLAIMS",
     "ENV_DATA",
@@ -42,5 +43,6 @@ ENV_BATCH = "LQTHEORY_BATCH"  # "1" / "0": force batch (non-interactive) / inter
 ENV_CLAIMS = "LQTHEORY_CLAIMS"  # the claims registry to use instead of <repo>/notebooks/claims.toml
 ENV_SCHEDULER = "LQTHEORY_SCHEDULER"  # address of the Dask scheduler grids go to (set by `lqtheory reproduce`)
 ENV_EXECUTOR = "LQTHEORY_EXECUTOR"  # "dask" | "serial": the executor when none is passed
+ENV_BANK_SIZE = "LQTHEORY_BANK_SIZE"  # runs per bank of a grid when none is passed (`--bank-size`)
 ENV_DATA = "LQTHEORY_DATA"  # the data folder instead of <repo>/data
 ENV_KERNEL_LOG = "LQTHEORY_KERNEL_LOG"  # where a notebook kernel's own stderr goes (set by `lqtheory reproduce`)

@@ -19,6 +19,7 @@ import torch
 
 from lqtheory.common.checks import check_exponent
 from lqtheory.common.digests import sha256_bytes, sha256_hex, sorted_json
+from lqtheory.engine.bank import PRECISIONS
 from lqtheory.engine.data import DATASETS, canonical_name
 from lqtheory.engine.device import resolve_device
 from lqtheory.engine.models import MODEL_PATTERNS, MODELS
@@ -29,6 +30,8 @@ __all__ = ['FORMAT_VERSION', 'ExperimentConfig', 'derive_seed', 'torch_threads']
 
 FORMAT_VERSION = 1
 _HASH_LEN = 12
+#: fields added after run folders were first written: stored (to_dict) only when not their default
+_LATE_FIELDS = ("precision",)
 
 
 def _canonical_dataset(name: str) -> str:
@@ -70,7 +73,9 @@ class ExperimentConfig:
     (the data are part of the problem, so they do not vary with ``seed``). ``seed`` drives the
     initialisation, the batch orders and random pruning. Statistics: the recorded PQ Index uses
     ``(stat_p, stat_q)`` and SI uses ``si_q`` whatever the method's own exponents, so runs of different
-    methods are comparable. ``device``: ``auto``, ``cpu``, ``cuda``, ... (see module docstring for its
+    methods are comparable. ``precision``: ``float32`` (default) or ``bfloat16`` (autocast for the
+    products of training, fp32 master weights; :mod:`lqtheory.engine.bank`), hashed only when not the
+    default, so existing run ids stay. ``device``: ``auto``, ``cpu``, ``cuda``, ... (see module docstring for its
     role in the run id). Dataset and model names are canonicalised (``FashionMNIST`` →
     ``fashion-mnist``), numbers stored as floats where the field is real-valued.
     """
@@ -104,6 +109,7 @@ class ExperimentConfig:
     si_q: float = 0.5
     device: str = "auto"
     dense_epochs: int | None = None
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
@@ -125,6 +131,11 @@ class ExperimentConfig:
         if not isinstance(self.device, str):
             raise TypeError(f"device must be a string, got {type(self.device).__name__}")
         set_("device", self.device.strip().lower())
+        if not isinstance(self.precision, str):
+            raise TypeError(f"precision must be a string, got {type(self.precision).__name__}")
+        set_("precision", self.precision.strip().lower())
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.method == "control":
             # Nothing is pruned, so the pruning hyper-parameters have no effect: one control run (one
             # run id) serves every method and scope of a seed.
@@ -171,7 +182,13 @@ class ExperimentConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a dict; a field of :data:`_LATE_FIELDS` only when it is not its default, so the
+        ``config.json`` / ``results.json`` of runs stored before it existed still match their config."""
+        out = dataclasses.asdict(self)
+        for f in dataclasses.fields(self):
+            if f.name in _LATE_FIELDS and out[f.name] == f.default:
+                del out[f.name]
+        return out
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:

@@ -20,9 +20,10 @@ import torch
 
 from lqtheory.common.digests import canonical_json, sha256_hex
 from lqtheory.common.version import VERSION
+from lqtheory.engine.bank import BankMember, train_bank
 from lqtheory.engine.device import resolve_device
 from lqtheory.engine.models import build_model
-from lqtheory.engine.training import Callback, evaluate, progress_enabled, train
+from lqtheory.engine.training import Callback, evaluate, progress_enabled
 from lqtheory.runs.config import FORMAT_VERSION, ExperimentConfig, derive_seed, torch_threads
 from lqtheory.runs.files import (
     CorruptRunError,
@@ -55,13 +56,16 @@ _DENSE_FIELDS = ("dataset", "model", "seed", "data_seed", "n_train", "n_test", "
 
 def dense_identity(config: ExperimentConfig) -> dict[str, Any]:
     """What the dense trained model depends on: the data identity (dataset, subset sizes, data seed),
-    the model and its seed, the training settings, the dense length and the device type. The pruning
+    the model and its seed, the training settings, the dense length, the device type and the precision
+    (when not float32). The pruning
     method, scope, exponents, iterations and retraining epochs are not part of it."""
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
     out = {name: getattr(config, name) for name in _DENSE_FIELDS}
     out["dense_epochs"] = config.resolved_dense_epochs
     out["device_type"] = config.device_type()
+    if config.precision != "float32":  # only when not the default, so existing dense ids stay
+        out["precision"] = config.precision
     return out
 
 
@@ -159,10 +163,10 @@ def _train_dense(config, data, fingerprint, final: Path, device, progress, callb
         started = time.perf_counter()
         model = build_run_model(config, data, device)
         w_init = clone_state(model)
-        history = train(
-            model, data, config.dense_train_config(), device=device, seed=derive_seed(config.seed, 0, "train"),
-            callbacks=callbacks, progress=progress_enabled(progress), desc="dense",
-        )
+        member = BankMember(model=model, data=data, config=config.dense_train_config(),
+                            seed=derive_seed(config.seed, 0, "train"), callbacks=tuple(callbacks), label="dense")
+        history = train_bank([member], device=device, precision=config.precision,
+                             progress=progress_enabled(progress), desc="dense")[0]
         if history:
             acc, loss = history[-1]["test_accuracy"], history[-1]["test_loss"]
         else:

@@ -19,10 +19,11 @@ from typing import Any
 import torch
 
 from lqtheory.common.digests import sha256_hex
+from lqtheory.engine.bank import BankMember, train_bank
 from lqtheory.engine.masks import SCOPES, Mask
 from lqtheory.engine.models import count_multiply_adds, prunable_parameters
 from lqtheory.engine.pruning import prune_step, unit_statistics
-from lqtheory.engine.training import Callback, evaluate, train
+from lqtheory.engine.training import Callback, evaluate
 from lqtheory.runs.config import FORMAT_VERSION, ExperimentConfig, derive_seed
 from lqtheory.runs.dense import (
     build_run_model,
@@ -155,27 +156,56 @@ class RunLoop:
         return alive, total
 
     def iteration(self, t: int, *, callbacks: Sequence[Callback], progress: bool) -> dict:
-        cfg = self.config
-        started = time.perf_counter()
-        previous_alive = self.mask.count_alive()
-        if t == 0:
-            pruned_acc = pruned_loss = None
-            pruned_flat, pruned_layers = _empty_statistics(self.mask, "pruned_")
-        else:
-            latest_w = {n: self.latest[n] for n in self.mask}
-            dense_w = {n: self.dense[n] for n in self.mask}
-            gen = torch.Generator(device="cpu").manual_seed(derive_seed(cfg.seed, t, "prune"))
-            new_mask = prune_step(latest_w, self.mask, cfg.prune_config(), dense_weights=dense_w, generator=gen)
-            if not new_mask.issubset(self.mask):
-                raise RuntimeError(f"prune_step revived weights at iteration {t}")  # a pruning-method bug
-            self.mask = new_mask
-            self.model.load_state_dict(self.latest)
-            self.mask.apply_to(self.model)
-            pruned_acc, pruned_loss = evaluate(
-                self.model, self.data.x_test, self.data.y_test, task=self.data.task
-            )
-            pruned_flat, pruned_layers = _statistics(self.prunable(), self.mask, cfg, "pruned_")
+        """One step of the loop alone: :meth:`prepare`, a bank of one, :meth:`finish`."""
+        member = self.prepare(t, callbacks=callbacks)
+        history, started = None, time.perf_counter()
+        if member is not None:
+            history = train_bank([member], device=self.device, precision=self.config.precision,
+                                 progress=progress, desc=f"iteration {t}")[0]
+        return self.finish(t, history, callbacks=callbacks, progress=progress,
+                           bank_seconds=time.perf_counter() - started)
 
+    def prepare(self, t: int, *, callbacks: Sequence[Callback] = ()) -> BankMember | None:
+        """Everything of iteration ``t`` before its training: prune the latest trained weights, evaluate
+        the just-pruned model and take its statistics, rewind to ``w_init``. Returns the
+        :class:`lqtheory.engine.bank.BankMember` that retrains this run (``None`` at ``t = 0``, whose
+        weights come from the dense stage); :meth:`finish` takes its history."""
+        cfg = self.config
+        self._started = time.perf_counter()
+        self._previous_alive = self.mask.count_alive()
+        if t == 0:
+            self._pruned = (None, None, *_empty_statistics(self.mask, "pruned_"))
+            self._prepared = time.perf_counter() - self._started
+            return None
+        latest_w = {n: self.latest[n] for n in self.mask}
+        dense_w = {n: self.dense[n] for n in self.mask}
+        gen = torch.Generator(device="cpu").manual_seed(derive_seed(cfg.seed, t, "prune"))
+        new_mask = prune_step(latest_w, self.mask, cfg.prune_config(), dense_weights=dense_w, generator=gen)
+        if not new_mask.issubset(self.mask):
+            raise RuntimeError(f"prune_step revived weights at iteration {t}")  # a pruning-method bug
+        self.mask = new_mask
+        self.model.load_state_dict(self.latest)
+        self.mask.apply_to(self.model)
+        pruned_acc, pruned_loss = evaluate(
+            self.model, self.data.x_test, self.data.y_test, task=self.data.task
+        )
+        self._pruned = (pruned_acc, pruned_loss, *_statistics(self.prunable(), self.mask, cfg, "pruned_"))
+        # rewind everything (weights, biases, BN buffers) to w_init; the bank retrains under the mask
+        self.model.load_state_dict(self.w_init)
+        self._prepared = time.perf_counter() - self._started
+        return BankMember(model=self.model, data=self.data, config=cfg.train_config(), mask=self.mask,
+                          seed=derive_seed(cfg.seed, t, "train"), callbacks=tuple(callbacks),
+                          label=f"run {self.run_dir.name}")
+
+    def finish(self, t: int, history: list[dict] | None, *, callbacks: Sequence[Callback] = (),
+               progress: bool = False, bank_seconds: float = 0.0) -> dict:
+        """Iteration ``t``'s record once the model is trained (``history``: its bank history; ``None``
+        at ``t = 0``, where the dense stage is loaded). ``bank_seconds``: this run's share of the bank's
+        training time, added to the record's wall time (a bank of one is timed here)."""
+        cfg = self.config
+        finishing = time.perf_counter()
+        pruned_acc, pruned_loss, pruned_flat, pruned_layers = self._pruned
+        previous_alive = self._previous_alive
         if t == 0:
             # the dense stage: a shared artifact, trained once (by this call or an earlier run), never retrained
             dense = load_dense(
@@ -190,13 +220,8 @@ class RunLoop:
             acc, loss = dense["accuracy"], dense["loss"]
             history = [{"train_loss": dense["train_loss"]}] if dense["train_loss"] is not None else []
         else:
-            # rewind everything (weights, biases, BN buffers) to w_init, then retrain under the mask
-            self.model.load_state_dict(self.w_init)
-            history = train(
-                self.model, self.data, cfg.train_config(), mask=self.mask, device=self.device,
-                seed=derive_seed(cfg.seed, t, "train"), callbacks=callbacks, progress=progress,
-                desc=f"iteration {t}",
-            )
+            if history is None:
+                raise ValueError(f"iteration {t} needs the history of its training")
             if history:
                 acc, loss = history[-1]["test_accuracy"], history[-1]["test_loss"]
             else:  # epochs = 0: the rewound model itself
@@ -236,5 +261,5 @@ class RunLoop:
             }
             for name in self.mask
         }
-        record["wall_time"] = time.perf_counter() - started
+        record["wall_time"] = self._prepared + bank_seconds + (time.perf_counter() - finishing)
         return record

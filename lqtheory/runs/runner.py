@@ -126,7 +126,7 @@ def run_experiment(
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
     device = resolve_device(config.device)  # a device that is not present fails before anything is leaseed
     run_dir = config.run_dir(out)
-    finished = _load_finished(config, run_dir, device, on_restore)
+    finished = load_finished(config, run_dir, device, on_restore)
     if finished is not None:
         return finished
     # Compute under the run folder's lease (lqtheory.runs.lease): a second process asking for this run waits,
@@ -136,7 +136,7 @@ def run_experiment(
                             on_record=on_record, on_restore=on_restore)
 
 
-def _load_finished(config, run_dir: Path, device, on_restore) -> Results | None:
+def load_finished(config, run_dir: Path, device, on_restore) -> Results | None:
     """The run's results if its folder holds a finished run, after checking the configuration, the data
     fingerprint (the data are part of the run's identity) and every file's digest; else None."""
     results_path, config_path = results_file(run_dir), config_file(run_dir)
@@ -157,13 +157,15 @@ def _load_finished(config, run_dir: Path, device, on_restore) -> Results | None:
     return None
 
 
-def _run_leased(config, out, lease, *, progress, callbacks, verbose, on_record, on_restore=None) -> Results:
-    """:func:`run_experiment` once the run folder is leaseed: look again (another process may have
-    finished or advanced the run while we waited), then resume or start."""
+def open_leased(config, out, *, on_restore=None) -> Results | tuple[RunLoop, dict]:
+    """A leased run folder made ready to advance: its :class:`Results` if it is finished (by another
+    process while we waited, or a crash after the last commit), else ``(loop, metadata)`` with the
+    loop restored from the checkpoint or new (``config.json`` written). Shared by the single-run path
+    and the banks (:mod:`lqtheory.runs.banks`)."""
     device = resolve_device(config.device)
     run_dir = config.run_dir(out)
     results_path, ckpt_path, config_path = results_file(run_dir), checkpoint_file(run_dir), config_file(run_dir)
-    finished = _load_finished(config, run_dir, device, on_restore)
+    finished = load_finished(config, run_dir, device, on_restore)
     if finished is not None:
         return finished
     _, fingerprint = load_run_data(config, device)
@@ -190,6 +192,17 @@ def _run_leased(config, out, lease, *, progress, callbacks, verbose, on_record, 
              "dense_id": dense_id(config), "metadata": metadata},
         )
 
+    return state, metadata
+
+
+def _run_leased(config, out, lease, *, progress, callbacks, verbose, on_record, on_restore=None) -> Results:
+    """:func:`run_experiment` once the run folder is leaseed: look again (another process may have
+    finished or advanced the run while we waited), then resume or start."""
+    opened = open_leased(config, out, on_restore=on_restore)
+    if isinstance(opened, Results):
+        return opened
+    state, metadata = opened
+    run_dir = state.run_dir
     show = progress_enabled(progress)
     start = len(state.records)
     lease.log("start", iteration=start)

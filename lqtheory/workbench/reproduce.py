@@ -36,7 +36,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lqtheory.common.vocabulary import ENV_FIGURES, PROFILES
+from lqtheory.common.environment import patched_environ
+from lqtheory.common.vocabulary import ENV_BANK_SIZE, ENV_FIGURES, PROFILES
 from lqtheory.engine.device import resolve_device
 from lqtheory.runs.grid.cluster import SharedCluster, gpu_count
 from lqtheory.runs.grid.options import add_executor_arguments
@@ -239,7 +240,10 @@ def run(args: argparse.Namespace, out=None) -> int:
     """Execute what ``args`` (from :func:`add_arguments`) asks for; returns the exit code."""
     out = out if out is not None else sys.stdout
     try:
-        return _run(args, out)
+        # the notebooks' grids read their bank size from the environment (run_experiments has no argument)
+        bank_size = getattr(args, "bank_size", None)
+        with patched_environ({ENV_BANK_SIZE: str(bank_size)} if bank_size is not None else {}):
+            return _run(args, out)
     except UsageError as err:
         print(f"lqtheory reproduce: error: {err}", file=sys.stderr, flush=True)
         return USAGE_ERROR

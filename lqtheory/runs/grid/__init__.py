@@ -2,8 +2,9 @@
 Dask cluster by address.
 
 :func:`run_grid` turns a grid of :class:`~lqtheory.runs.config.ExperimentConfig` (methods × scopes ×
-seeds × ablations) into Dask tasks, one per run, each depending on the task that trains the dense model
-it starts from, and returns the records as one DataFrame. Run folders are leased
+seeds × ablations) into Dask tasks, one per bank of runs trained together (:mod:`lqtheory.runs.banks`),
+each depending on the tasks that train the dense models its runs start from, and returns the records as
+one DataFrame. Run folders are leased
 (:mod:`lqtheory.runs.lease`), so concurrent workers and processes never compute one run twice, and a worker
 killed mid-run is replaced by a retry that resumes from the run's checkpoint.
 

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lqtheory.engine.training import progress_enabled
-from lqtheory.runs import runner
+from lqtheory.runs import banks, runner
 from lqtheory.runs.config import ExperimentConfig
 from lqtheory.runs.files import CorruptRunError
 from lqtheory.runs.folder import load_run
 from lqtheory.runs.grid.cluster import connect, default_workers, gpu_count
-from lqtheory.runs.grid.graph import plan_grid
-from lqtheory.runs.grid.settings import resolve
-from lqtheory.runs.grid.tasks import TaskError, dense_task, run_task
+from lqtheory.runs.grid.graph import plan_banks, plan_grid
+from lqtheory.runs.grid.settings import resolve, resolve_bank_size
+from lqtheory.runs.grid.tasks import TaskError, bank_task, dense_task
 
 __all__ = ["GridError", "RunFailure", "run_experiments", "run_grid"]
 
@@ -65,17 +65,23 @@ def _finished(config, out) -> bool:
 
 
 def run_grid(configs, out: str | os.PathLike = "runs", *, executor: str | None = None, scheduler=None,
-             workers: int | None = None, threads: int | None = 1, progress: bool | None = None):
+             workers: int | None = None, threads: int | None = 1, progress: bool | None = None,
+             bank_size: int | None = None):
     """Run (or resume, or load) every configuration of a grid; return all records as one DataFrame.
 
     The frame is the one :func:`run_experiments` has always returned: the
     :meth:`~lqtheory.runs.folder.Results.frame` of each distinct configuration, concatenated in the
     order given (duplicates run once). Runs live in ``<out>/<run_id>/`` as with ``run_experiment``.
 
-    ``executor``: ``"dask"`` (the default) sends one task per run, and one task per distinct dense
-    model the runs start from (their dependency, the dense stage, :mod:`lqtheory.runs.dense`),
-    to a Dask cluster; ``"serial"`` runs them one after another in this process (today's loop, for
-    debugging: the first error is raised as is). Without an argument, ``$LQTHEORY_EXECUTOR`` decides.
+    ``executor``: ``"dask"`` (the default) sends one task per bank of runs (the runs that share data,
+    model, schedule, device and precision, retrained together: :mod:`lqtheory.runs.banks`), and one
+    task per distinct dense model the runs start from (their dependency, the dense stage,
+    :mod:`lqtheory.runs.dense`), to a Dask cluster; ``"serial"`` runs the banks one after another in
+    this process (for debugging: the first error is raised as is). Without an argument,
+    ``$LQTHEORY_EXECUTOR`` decides. ``bank_size``: at most this many runs per bank (default
+    ``$LQTHEORY_BANK_SIZE``, else
+    :data:`lqtheory.runs.grid.graph.DEFAULT_BANK_SIZE`: 12 on a CPU, 64 on CUDA); a small grid is cut
+    into at least one bank per worker. A run's records do not depend on its bank (bank of 1 included).
 
     ``scheduler``: the address of an existing Dask scheduler (``tcp://host:8786``) or a cluster object
     (``LocalCluster``, dask-jobqueue's ``SLURMCluster``); default ``$LQTHEORY_SCHEDULER``. Without one,
@@ -107,13 +113,15 @@ def run_grid(configs, out: str | os.PathLike = "runs", *, executor: str | None =
             raise TypeError(f"configs must hold ExperimentConfig objects, got {type(cfg).__name__}")
     _check_count(workers, "workers")
     _check_count(threads, "threads")
+    _check_count(bank_size, "bank_size")
+    bank_size = resolve_bank_size(bank_size)
     executor, scheduler, explicit = resolve(executor, scheduler)
     if executor == "serial":
         if workers is not None:
             raise ValueError("workers sizes a local Dask cluster; it has no meaning with executor='serial'")
-        return _serial(list(dict.fromkeys(configs)), out, threads=threads, progress=progress)
+        return _serial(list(dict.fromkeys(configs)), out, threads=threads, progress=progress, bank_size=bank_size)
     return _dask(configs, out, scheduler=scheduler, workers=workers, threads=threads or 1, progress=progress,
-                 explicit=explicit)
+                 explicit=explicit, bank_size=bank_size)
 
 
 def _concat(frames):
@@ -130,20 +138,22 @@ def _bar(total: int, progress: bool | None, desc: str):
     return tqdm(total=total, desc=desc, file=sys.stderr)
 
 
-def _serial(configs, out, *, threads, progress):
-    """Today's loop: one run after another in this process."""
+def _serial(configs, out, *, threads, progress, bank_size):
+    """The banks one after another in this process."""
     show = progress_enabled(progress)
-    bar = _bar(len(configs), progress, "runs")
-    frames = []
+    plan = plan_grid(configs, out)
+    bar = _bar(len(plan.runs), progress, "runs")
+    frames = {}
     try:
-        for cfg in configs:
-            frames.append(runner.run_experiment(cfg, out, progress=show, threads=threads).frame())
+        for bank in plan_banks(plan.runs, out, bank_size=bank_size):
+            results = banks.run_bank(bank.configs, out, progress=show, threads=threads)
+            frames.update({r.run_id: res.frame() for r, res in zip(bank.runs, results, strict=True)})
             if bar is not None:
-                bar.update(1)
+                bar.update(len(bank.runs))
     finally:
         if bar is not None:
             bar.close()
-    return _concat(frames)
+    return _concat([frames[run_id] for _, run_id in plan.order])
 
 
 def _gpus_for(configs, scheduler) -> int:
@@ -155,7 +165,7 @@ def _gpus_for(configs, scheduler) -> int:
     return gpu_count()
 
 
-def _dask(configs, out, *, scheduler, workers, threads, progress, explicit):
+def _dask(configs, out, *, scheduler, workers, threads, progress, explicit, bank_size):
     out_abs = str(Path(out).expanduser().resolve())
     plan = plan_grid(configs, out_abs)
     frames: dict[str, object] = {}
@@ -169,8 +179,8 @@ def _dask(configs, out, *, scheduler, workers, threads, progress, explicit):
     if pending and not explicit and scheduler is None and len(pending) < 2:
         for task in pending:
             try:
-                frames[task.run_id] = runner.run_experiment(task.config, out_abs, progress=False,
-                                                                threads=threads).frame()
+                frames[task.run_id] = banks.run_bank([task.config], out_abs, progress=False,
+                                                     threads=threads)[0].frame()
             except Exception as err:  # noqa: BLE001 - reported like a failed Dask task
                 failures.append(RunFailure(task.config, task.run_id, f"{type(err).__name__}: {err}",
                                            traceback.format_exc()))
@@ -181,7 +191,7 @@ def _dask(configs, out, *, scheduler, workers, threads, progress, explicit):
             n_workers = min(default_workers(), len(pending))
         gpus = _gpus_for([t.config for t in pending], scheduler)
         failures = _submit(plan, pending, out_abs, scheduler=scheduler, workers=n_workers, gpus=gpus,
-                           threads=threads, progress=progress, frames=frames)
+                           threads=threads, progress=progress, frames=frames, bank_size=bank_size)
     done = [frames[run_id] for _, run_id in plan.order if run_id in frames]
     if failures:
         raise GridError(failures, len(plan.runs), _concat(done) if done else None)
@@ -203,27 +213,35 @@ def _failure(task, future) -> RunFailure:
     return RunFailure(task.config, task.run_id, f"task {future.status}", "")
 
 
-def _submit(plan, pending, out, *, scheduler, workers, gpus, threads, progress, frames) -> list[RunFailure]:
-    """Send the pending runs and the dense tasks they need; collect frames and failures."""
+def _submit(plan, pending, out, *, scheduler, workers, gpus, threads, progress, frames, bank_size) -> list[RunFailure]:
+    """Send the pending runs as banks, and the dense tasks they need; collect frames and failures."""
     from distributed import as_completed  # distributed only when a grid really goes to Dask
 
     needed = {t.dense for t in pending if t.dense is not None}
     failures: list[RunFailure] = []
     with connect(scheduler, workers=workers, gpus=gpus) as client:
+        # banks per group: at least one per worker (a cluster object's spec counts workers still starting)
+        spread = workers if workers is not None else max(1, len(client.scheduler_info().get("workers", {})),
+                                                         len(getattr(scheduler, "worker_spec", None) or {}))
         dense = {d.key: client.submit(dense_task, d.config, out, threads, key=d.key)
                  for d in plan.dense if d.key in needed}
-        runs = {client.submit(run_task, t.config, out, threads, dense.get(t.dense), key=t.key): t
-                for t in pending}
-        bar = _bar(len(dense) + len(runs), progress, "grid")
+        submitted = {client.submit(bank_task, bank.configs, out, threads, *(dense[k] for k in bank.dense),
+                                   key=bank.key): bank
+                     for bank in plan_banks(pending, out, bank_size=bank_size, spread=spread)}
+        bar = _bar(len(dense) + len(submitted), progress, "grid")
         try:
-            for future in as_completed([*dense.values(), *runs], loop=client.loop):
-                task = runs.get(future)
-                if task is not None:
+            for future in as_completed([*dense.values(), *submitted], loop=client.loop):
+                bank = submitted.get(future)
+                if bank is not None:
                     if future.status == "finished":
-                        frames[task.run_id] = future.result()
-                    else:
-                        failures.append(_failure(task, future))
-                        _report(failures[-1])
+                        frames.update(future.result())
+                    else:  # members that committed their last iteration before the failure are kept
+                        for task in bank.runs:
+                            if _finished(task.config, out):
+                                frames[task.run_id] = runner.run_experiment(task.config, out, progress=False).frame()
+                            else:
+                                failures.append(_failure(task, future))
+                                _report(failures[-1])
                 if bar is not None:
                     bar.update(1)
         finally:

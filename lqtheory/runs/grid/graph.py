@@ -1,5 +1,6 @@
 """The task graph of a grid: one task per distinct run, and one dense-training task per distinct dense
-model that the runs start from (:mod:`lqtheory.runs.dense`).
+model that the runs start from (:mod:`lqtheory.runs.dense`); the runs that can train together are
+grouped into bank tasks (:func:`plan_banks`, :mod:`lqtheory.runs.banks`), the unit of work sent.
 
 Pure bookkeeping, no Dask: :func:`plan_grid` is what the executor submits, and what the tests check.
 Task keys name the run (or dense) id and the run store, so two clients that submit the same run into
@@ -17,8 +18,14 @@ from pathlib import Path
 
 from lqtheory.common.digests import sha256_hex
 from lqtheory.runs import dense as dense_artifacts
+from lqtheory.runs.banks import bank_key
 
-__all__ = ["DenseTask", "GridPlan", "RunTask", "dense_stage", "plan_grid", "store_tag"]
+__all__ = ["DEFAULT_BANK_SIZE", "BankTask", "DenseTask", "GridPlan", "RunTask", "default_bank_size", "dense_stage",
+           "plan_banks", "plan_grid", "store_tag"]
+
+#: runs per bank by device type: on a CPU a bank of 12 gains most of what batching gives (issue #19's
+#: measurements); a GPU needs many more runs to be filled
+DEFAULT_BANK_SIZE = {"cpu": 12, "cuda": 64}
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,20 @@ class RunTask:
     run_id: str
     config: object
     dense: str | None
+
+
+@dataclass(frozen=True)
+class BankTask:
+    """Run (or resume, or load) ``runs`` (run tasks of one :func:`lqtheory.runs.banks.bank_key`) as one
+    bank; ``dense`` are the keys of the dense tasks its members wait for."""
+
+    key: str
+    runs: tuple[RunTask, ...]
+    dense: tuple[str, ...]
+
+    @property
+    def configs(self) -> list:
+        return [r.config for r in self.runs]
 
 
 @dataclass(frozen=True)
@@ -88,3 +109,35 @@ def plan_grid(configs: Sequence, out: str | os.PathLike) -> GridPlan:
     dense = tuple(DenseTask(key=k, dense_id=did, config=cfg, runs=tuple(dense_runs[k]))
                   for k, (did, cfg) in dense_config.items())
     return GridPlan(runs=tuple(runs.values()), dense=dense, order=tuple(order))
+
+
+def default_bank_size(config) -> int:
+    """:data:`DEFAULT_BANK_SIZE` for the device type of ``config``'s runs (the CPU's for others)."""
+    return DEFAULT_BANK_SIZE.get(config.device_type(), DEFAULT_BANK_SIZE["cpu"])
+
+
+def plan_banks(runs: Sequence[RunTask], out: str | os.PathLike, *, bank_size: int | None = None,
+               spread: int = 1) -> tuple[BankTask, ...]:
+    """The bank tasks of ``runs``: grouped by :func:`lqtheory.runs.banks.bank_key`, each group (in run-id
+    order) cut into contiguous banks of near-equal size, at most ``bank_size`` runs each (default
+    :func:`default_bank_size`) and at least ``min(spread, group size)`` banks, so that a small grid
+    still occupies ``spread`` workers. A run's records do not depend on its bank, so any cut gives
+    the same results."""
+    if bank_size is not None and (isinstance(bank_size, bool) or not isinstance(bank_size, int) or bank_size < 1):
+        raise ValueError(f"bank_size must be a positive int or None, got {bank_size!r}")
+    tag = store_tag(out)
+    groups: dict[tuple, list[RunTask]] = {}
+    for task in sorted(runs, key=lambda r: r.run_id):
+        groups.setdefault(bank_key(task.config), []).append(task)
+    banks = []
+    for tasks in groups.values():
+        size = bank_size if bank_size is not None else default_bank_size(tasks[0].config)
+        n = len(tasks)
+        count = max(-(-n // size), min(max(spread, 1), n))
+        bounds = [round(i * n / count) for i in range(count + 1)]
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
+            members = tuple(tasks[lo:hi])
+            digest = sha256_hex("/".join(r.run_id for r in members).encode())[:16]
+            dense = tuple(dict.fromkeys(r.dense for r in members if r.dense is not None))
+            banks.append(BankTask(key=f"lqtheory-bank-{digest}-{tag}", runs=members, dense=dense))
+    return tuple(banks)

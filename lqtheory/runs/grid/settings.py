@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-from lqtheory.common.vocabulary import ENV_EXECUTOR, ENV_SCHEDULER
+from lqtheory.common.vocabulary import ENV_BANK_SIZE, ENV_EXECUTOR, ENV_SCHEDULER
 
-__all__ = ["ENV_EXECUTOR", "ENV_SCHEDULER", "EXECUTORS", "resolve"]
+__all__ = ["ENV_BANK_SIZE", "ENV_EXECUTOR", "ENV_SCHEDULER", "EXECUTORS", "resolve", "resolve_bank_size"]
 
 EXECUTORS = ("dask", "serial")
 
@@ -41,3 +41,16 @@ def resolve(executor: str | None, scheduler, *, default: str = "dask") -> tuple[
     if executor is None:
         executor = "dask" if scheduler is not None else default
     return executor, scheduler, explicit
+
+
+def resolve_bank_size(bank_size: int | None) -> int | None:
+    """The runs per bank asked for: the argument, else ``$LQTHEORY_BANK_SIZE`` (which ``lqtheory
+    reproduce --bank-size`` sets for its notebooks), else None (the device's default)."""
+    if bank_size is not None:
+        return bank_size
+    text = os.environ.get(ENV_BANK_SIZE, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"${ENV_BANK_SIZE} must be a positive whole number, got {text!r}")
+    return int(text)

@@ -10,10 +10,10 @@ import traceback
 
 import torch
 
-from lqtheory.runs import runner
+from lqtheory.runs import banks, runner
 from lqtheory.runs.grid.graph import dense_stage
 
-__all__ = ["TaskError", "dense_task", "run_task"]
+__all__ = ["TaskError", "bank_task", "dense_task", "run_task"]
 
 _MAX_TRACEBACK = 20_000  # characters kept of a worker's traceback
 
@@ -65,5 +65,18 @@ def run_task(config, out: str, threads: int, dense: str | None = None):
     _single_threaded(threads)
     try:
         return runner.run_experiment(config, out, progress=False, threads=threads).frame()
+    except Exception as err:  # noqa: BLE001 - sent back as text
+        raise _as_text(err) from None
+
+
+def bank_task(configs, out: str, threads: int, *dense: str) -> dict:
+    """Run (or resume, or load) ``configs`` as one bank (:func:`lqtheory.runs.banks.run_bank`) into the
+    store ``out``; returns ``{run_id: frame}`` (each run's :meth:`lqtheory.runs.folder.Results.frame`, so
+    that the client concatenates exactly the frames a run-per-task grid gives). ``dense`` (the dense
+    tasks' results) only orders this task after its members' dense stages."""
+    _single_threaded(threads)
+    try:
+        results = banks.run_bank(configs, out, progress=False, threads=threads)
+        return {cfg.run_id(): res.frame() for cfg, res in zip(configs, results, strict=True)}
     except Exception as err:  # noqa: BLE001 - sent back as text
         raise _as_text(err) from None
