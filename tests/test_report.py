@@ -1,4 +1,4 @@
-"""The HTML report of executed notebooks (lqtheory.report, `lqtheory reproduce --report`)."""
+"""The HTML report of executed notebooks (lqtheory.workbench.report, `lqtheory reproduce --report`)."""
 
 import base64
 import json
@@ -101,13 +101,13 @@ seed = 0
 n = None
 
 # %%
-from lqtheory.notebook import setup
+from lqtheory.workbench.session import setup
 PROFILES = {"ci": dict(n=1), "default": dict(n=2), "paper": dict(n=3)}
 run = setup("01_tiny", globals(), profiles=PROFILES)
 
 # %%
 import matplotlib.pyplot as plt
-from lqtheory.notebook import findings
+from lqtheory.workbench.findings import findings
 fig, ax = plt.subplots()
 ax.plot([1, 2], [1, 4])
 run.save_figure(fig, "curve")
