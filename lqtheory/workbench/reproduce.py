@@ -30,8 +30,11 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -236,14 +239,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_interrupt(signum, frame):
+    """Ctrl-C: silence the libraries' logging first (nbclient's "Kernel died while waiting", asyncio's
+    "Task exception was never retrieved" while papermill unwinds), then interrupt as Python does."""
+    logging.disable(logging.CRITICAL)
+    signal.default_int_handler(signum, frame)
+
+
+@contextlib.contextmanager
+def _interrupt_quietly():
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _quiet_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run(args: argparse.Namespace, out=None) -> int:
     """Execute what ``args`` (from :func:`add_arguments`) asks for; returns the exit code."""
     out = out if out is not None else sys.stdout
     try:
-        # the notebooks' grids read their bank size from the environment (run_experiments has no argument)
-        bank_size = getattr(args, "bank_size", None)
-        with patched_environ({ENV_BANK_SIZE: str(bank_size)} if bank_size is not None else {}):
-            return _run(args, out)
+        with _interrupt_quietly():
+            return _run_with_bank_size(args, out)
     except UsageError as err:
         print(f"lqtheory reproduce: error: {err}", file=sys.stderr, flush=True)
         return USAGE_ERROR
@@ -256,6 +276,13 @@ def run(args: argparse.Namespace, out=None) -> int:
               "claims records (if any) are marked \"interrupted\"; run the same command again to redo them",
               file=sys.stderr, flush=True)
         return INTERRUPTED
+
+
+def _run_with_bank_size(args: argparse.Namespace, out) -> int:
+    # the notebooks' grids read their bank size from the environment (run_experiments has no argument)
+    bank_size = getattr(args, "bank_size", None)
+    with patched_environ({ENV_BANK_SIZE: str(bank_size)} if bank_size is not None else {}):
+        return _run(args, out)
 
 
 def _run(args: argparse.Namespace, out) -> int:
