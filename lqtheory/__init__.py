@@ -4,6 +4,13 @@ The public API is re-exported here; ``docs/ARCHITECTURE.md`` maps the modules. N
 (``lqtheory.workbench.session``) and batch reproduction (``lqtheory.workbench.reproduce``) are imported on demand.
 """
 
+# Pin the math libraries' CPU code paths before torch initialises (numbers that do not depend on the CPU).
+from lqtheory.common.kernels import check_pinned as _check_pinned
+from lqtheory.common.kernels import pin_kernels as _pin_kernels
+
+_pin_kernels()
+_check_pinned()
+
 from lqtheory.common.version import VERSION
 from lqtheory.engine.data import DATASETS, DataFileError, Dataset, load_dataset, read_idx
 from lqtheory.engine.device import resolve_device, set_determinism

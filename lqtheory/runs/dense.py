@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from lqtheory.common.digests import canonical_json, sha256_hex
+from lqtheory.common.kernels import kernel_pins
 from lqtheory.common.version import VERSION
 from lqtheory.engine.bank import BankMember, train_bank
 from lqtheory.engine.device import resolve_device
@@ -219,6 +220,7 @@ def run_metadata(device: torch.device) -> dict:
         "device": str(device),
         "device_type": device.type,
         "threads": torch.get_num_threads(),
+        "kernel_pins": kernel_pins(),  # the CPU code paths (lqtheory.common.kernels)
     }
     if device.type == "cuda":
         meta["device_name"] = torch.cuda.get_device_name(device)
