@@ -31,6 +31,9 @@ __all__ = [
     "records_from_json",
     "remove_stale_temporaries",
     "results_file",
+    "merge_timings",
+    "split_timings",
+    "timings_file",
     "verified_checkpoint_payload",
     "write_checked_json",
     "write_checkpoint",
@@ -141,6 +144,29 @@ def config_file(run_dir: Path) -> Path:
 
 def results_file(run_dir: Path) -> Path:
     return run_dir / "results.json"
+
+
+def timings_file(run_dir: Path) -> Path:
+    return run_dir / "timings.json"
+
+
+#: Record fields that measure time, not results: kept in ``timings.json`` so that ``results.json`` is
+#: bit-identical wherever and however fast the run was computed.
+TIMING_FIELDS = ("wall_time",)
+
+
+def split_timings(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """``records`` without :data:`TIMING_FIELDS`, and those fields per record."""
+    results = [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
+    timings = [{k: r[k] for k in TIMING_FIELDS if k in r} for r in records]
+    return results, timings
+
+
+def merge_timings(records: list[dict], timings: list[dict]) -> list[dict]:
+    """Inverse of :func:`split_timings` (records of older folders, with the fields inline, are unchanged)."""
+    for record, timing in zip(records, timings, strict=False):
+        record.update(timing)
+    return records
 
 
 def checkpoint_file(run_dir: Path) -> Path:

@@ -3,7 +3,8 @@
 Part of the runs room. ``<out>/<run_id>/`` holds ``config.json`` (written once), ``checkpoint.pt`` (the
 commit point of an iteration: everything needed to resume), ``mask_<t>.pt`` (the mask after iteration
 ``t``, :meth:`lqtheory.engine.masks.Mask.save` format) and ``results.json`` (the records, the metadata and
-the SHA-256 of every mask file). Loading a finished run checks every file against its digest.
+the SHA-256 of every mask file; no clock readings, so its bytes do not depend on the machine's speed) and
+``timings.json`` (each record's ``wall_time``). Loading a finished run checks every file against its digest.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from lqtheory.runs.files import (
     checkpoint_file,
     config_file,
     mask_file,
+    merge_timings,
     read_checked_json,
     read_checkpoint,
     records_from_json,
     results_file,
+    timings_file,
     verified_checkpoint_payload,
 )
 
@@ -142,6 +145,9 @@ def load_run(run_dir: str | os.PathLike) -> Results:
         records = records_from_json(records)
     except (KeyError, TypeError, ValueError) as err:
         raise CorruptRunError(f"{path} is not a results file of this version: {err}") from err
+    timings = timings_file(run_dir)
+    if timings.is_file():  # wall times live beside results.json (older folders: inline in the records)
+        merge_timings(records, read_checked_json(timings).get("records", []))
     return Results(config=config, run_dir=run_dir, records=records, metadata=metadata, complete=complete,
                    data_fingerprint=body.get("data_fingerprint"))
 
