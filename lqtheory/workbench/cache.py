@@ -23,6 +23,7 @@ __all__ = [
     "package_digest",
     "registry_digest",
     "source_digest",
+    "training_digest",
 ]
 
 
@@ -46,6 +47,26 @@ def package_digest(package_dir: str | os.PathLike | None = None) -> str:
         if "__pycache__" in path.parts:
             continue
         parts += [path.relative_to(root).as_posix().encode(), path.read_bytes()]
+    return parts_digest(*parts)
+
+
+#: The rooms whose code decides what a training run computes (the run cache of the grid notebooks).
+TRAINING_ROOMS = ("common", "engine", "runs", "theory")
+
+
+def training_digest(package_dir: str | os.PathLike | None = None) -> str:
+    """Hash of the code a training run's numbers depend on: the rooms of :data:`TRAINING_ROOMS`, the
+    package's ``__init__.py`` and the kernel pins in force. The grid notebooks keep their runs under
+    ``build/runs/<training_digest()[:12]>``, so a change to the analysis, the notebooks' tables or the
+    workbench reuses the trained runs, and a change to training retrains."""
+    from lqtheory.common.kernels import kernel_pins
+
+    root = Path(package_dir) if package_dir is not None else PACKAGE_DIR
+    files = [root / "__init__.py"] + [p for room in TRAINING_ROOMS for p in sorted((root / room).rglob("*.py"))]
+    parts = [json.dumps(kernel_pins(), sort_keys=True).encode()]
+    for path in files:
+        if "__pycache__" not in path.parts:
+            parts += [path.relative_to(root).as_posix().encode(), path.read_bytes()]
     return parts_digest(*parts)
 
 
