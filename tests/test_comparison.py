@@ -141,3 +141,18 @@ def test_standard_configs_are_shared_between_notebooks():
         assert g[0] == 1.0 and g[-1] == STANDARD_SETTINGS[profile]["grid_lo"]
     with pytest.raises(ValueError, match="unknown profile"):
         standard_config("huge", "random")
+
+
+def test_the_default_profile_runs_the_papers_regime():
+    """Issue #20: at default the rate methods reach <= 3% remaining, SAP runs the papers' T = 30, >= 5 seeds,
+    and the shared grid reaches the small fractions the claims are about."""
+    from lqtheory.analysis.comparison import rounds_of, standard_config, standard_grid, standard_settings
+
+    s = standard_settings("default")
+    assert (1 - s["rate"]) ** s["iterations"] <= 0.03
+    assert rounds_of("default", "sap") == rounds_of("default", "si-adaptive") == 30
+    assert rounds_of("default", "lottery-ticket") == s["iterations"]
+    assert rounds_of("default", "control") == max(s["iterations"], s["sap_iterations"])  # every method's rounds
+    assert s["n_seeds"] >= 5 and standard_grid("default").min() <= 0.03
+    assert standard_config("default", "sap", "global").iterations == 30
+    assert standard_config("default", "sap", "global", iterations=8).iterations == 8  # an ablation's own rounds

@@ -54,6 +54,8 @@ __all__ = [
     "summarize",
     "summarize_paired",
     "STANDARD_SETTINGS",
+    "ADAPTIVE_METHODS",
+    "rounds_of",
     "standard_settings",
     "standard_config",
     "standard_grid",
@@ -268,25 +270,44 @@ def summarize_paired(differences, by: str | Sequence[str] = "fraction", level: f
 #: configurations for the runs they share (Lottery Ticket, One-Shot, SI-adaptive(c=1) = SAP(0.5, 1),
 #: random and the control at each scope): run folders are content-addressed, so a shared run is
 #: computed once. ``dense_epochs``: the dense stage, long enough to converge (notebook 05 measures
-#: it against a 3x longer dense run); ``epochs``: each retraining after a pruning step; ``n_seeds``:
+#: it against a 3x longer dense run); ``epochs``: each retraining after a pruning step; ``iterations``:
+#: the prune-rewind-retrain rounds of the rate methods (Lottery Ticket, One-Shot, random: ``rate`` of
+#: what remains per round); ``sap_iterations``: the rounds of SAP and SI-adaptive, which set their own
+#: pace (the papers' T = 30); the control runs as long as the longest (:func:`rounds_of`); ``n_seeds``:
 #: seeds ``seed, seed+1, ...``; ``grid``: the shared log-spaced remaining-fraction grid
 #: ``fraction_grid(lo, 1, n)``.
 STANDARD_SETTINGS: dict[str, dict] = {
     "ci": dict(dataset="digits", model="mlp-64-1-2-relu", lr=0.2, batch_size=64, n_train=None, n_test=None,
-               dense_epochs=8, epochs=4, iterations=6, rate=0.2, n_seeds=3, grid_lo=0.27, grid_n=6),
+               dense_epochs=8, epochs=4, iterations=6, sap_iterations=8, rate=0.2, n_seeds=3, grid_lo=0.27,
+               grid_n=6),
     # default: 40,000 training images (class-balanced) reach 0.889 / 0.887 dense in 10 epochs for seeds 0 / 1
     # (30 epochs: 0.889 / 0.891; 30,000 images: 0.882 < the required 0.885; 60,000: 0.896 at 1.5x the cost).
     # Retraining from the rewound weights: 5 epochs reached only 0.879 (1 point short of dense, not converged),
-    # 7 epochs 0.885 (0.4 points short); 8 epochs is the budget's compromise (the 30-minute default profile),
-    # and the control run (same schedule, nothing pruned) measures whatever gap is left (claim E2.retrain).
-    # 5 rounds at 20% reach 33% remaining.
+    # 7 epochs 0.885 (0.4 points short); 8 epochs, and the control run (same schedule, nothing pruned) measures
+    # whatever gap is left (claim E2.retrain). The papers' regime (issue #20): 16 rounds at 20% reach
+    # 0.8^16 = 2.8% remaining, SAP runs the papers' T = 30, 5 seeds; the grid ends at 3%.
     "default": dict(dataset="fashion-mnist", model="mlp-128-1-2-relu", lr=0.1, batch_size=250, n_train=40_000,
-                    n_test=None, dense_epochs=10, epochs=8, iterations=5, rate=0.2, n_seeds=3, grid_lo=0.34,
-                    grid_n=7),
+                    n_test=None, dense_epochs=10, epochs=8, iterations=16, sap_iterations=30, rate=0.2, n_seeds=5,
+                    grid_lo=0.03, grid_n=13),
     "paper": dict(dataset="fashion-mnist", model="mlp-128-1-2-relu", lr=0.1, batch_size=250, n_train=None,
-                  n_test=None, dense_epochs=100, epochs=100, iterations=30, rate=0.2, n_seeds=5, grid_lo=0.002,
-                  grid_n=25),
+                  n_test=None, dense_epochs=100, epochs=100, iterations=30, sap_iterations=30, rate=0.2, n_seeds=5,
+                  grid_lo=0.002, grid_n=25),
 }
+
+#: Methods that set their own pace (their rounds are ``sap_iterations``).
+ADAPTIVE_METHODS = ("sap", "si-adaptive")
+
+
+def rounds_of(profile: str, method: str) -> int:
+    """The prune-rewind-retrain rounds of ``method`` at ``profile``: ``sap_iterations`` for SAP and
+    SI-adaptive, ``iterations`` for the rate methods, the longer of the two for the control (it is
+    compared with every method at the same iteration)."""
+    s = standard_settings(profile)
+    if method in ADAPTIVE_METHODS:
+        return s["sap_iterations"]
+    if method == "control":
+        return max(s["iterations"], s["sap_iterations"])
+    return s["iterations"]
 
 
 def standard_settings(profile: str) -> dict:
@@ -309,8 +330,8 @@ def standard_config(profile: str, method: str, scope: str = "neuron", seed: int 
     s = standard_settings(profile)
     fields = dict(dataset=s["dataset"], model=s["model"], method=method, scope=scope, seed=seed, lr=s["lr"],
                   batch_size=s["batch_size"], n_train=s["n_train"], n_test=s["n_test"],
-                  dense_epochs=s["dense_epochs"], epochs=s["epochs"], iterations=s["iterations"], rate=s["rate"],
-                  device=device)
+                  dense_epochs=s["dense_epochs"], epochs=s["epochs"], iterations=rounds_of(profile, method),
+                  rate=s["rate"], device=device)
     return ExperimentConfig(**{**fields, **changes})
 
 
