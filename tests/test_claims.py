@@ -137,6 +137,50 @@ def test_registry_validation_errors(text, pattern):
         parse_registry(text, "test.toml", notebooks={"nb"})
 
 
+MARGIN = {"margin": 0.005, "equivalence": "contradicts", "margin_rationale": "half a point"}
+
+
+def test_registry_margin_fields_parse_together():
+    reg = parse_registry(entry(**MARGIN) + entry(id="E10", margin=1, equivalence="supports",
+                                                 margin_rationale="one point") + entry(id="E11"),
+                         "test.toml", notebooks={"nb"})
+    e9, e10, e11 = reg["E9"], reg["E10"], reg["E11"]
+    assert (e9.margin, e9.equivalence, e9.margin_rationale) == (0.005, "contradicts", "half a point")
+    assert e10.margin == 1.0 and isinstance(e10.margin, float) and e10.equivalence == "supports"
+    assert e9.margin_text == "±0.005" and e10.margin_text == "±1"
+    assert (e11.margin, e11.equivalence, e11.margin_rationale, e11.margin_text) == (None, None, None, "")
+
+
+def _with(**changes) -> str:
+    return entry(**{**MARGIN, **changes})
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        (entry(margin=0.005), r"id 'E9'.*margin without equivalence, margin_rationale"),
+        (entry(margin=0.005, equivalence="supports"), r"id 'E9'.*margin, equivalence without margin_rationale"),
+        (entry(equivalence="supports", margin_rationale="r"), r"id 'E9'.*without margin\b"),
+        (entry(margin_rationale="r"), r"id 'E9'.*margin_rationale without margin, equivalence"),
+        (_with(margin=0), r"id 'E9'.*margin must be a positive finite number"),
+        (_with(margin=-0.5), r"id 'E9'.*margin must be a positive finite number"),
+        (_with(margin=float("inf")), r"id 'E9'.*margin must be a positive finite number"),
+        (_with(margin=float("nan")), r"id 'E9'.*margin must be a positive finite number"),
+        (_with(margin="half a point"), r"id 'E9'.*margin must be a positive finite number"),
+        (_with(margin=None) + "margin = true\n", r"id 'E9'.*margin must be a positive finite number"),
+        (_with(equivalence="refutes"), r"id 'E9'.*equivalence must be one of \('contradicts', 'supports'\)"),
+        (_with(margin_rationale=""), r"id 'E9'.*margin_rationale must be a non-empty string"),
+        (_with(margin_rationale="   "), r"id 'E9'.*margin_rationale must be a non-empty string"),
+        (_with(margin_rationale=3), r"id 'E9'.*margin_rationale must be a non-empty string"),
+        (entry(kind="theorem", metric=None, threshold=None, direction=None, rationale=None, **MARGIN),
+         r"id 'E9'.*a theorem has no margin, equivalence, margin_rationale"),
+    ],
+)
+def test_registry_margin_validation_errors(text, pattern):
+    with pytest.raises(RegistryError, match=pattern):
+        parse_registry(text, "test.toml", notebooks={"nb"})
+
+
 def test_registry_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="claims registry"):
         load_registry(tmp_path / "none.toml")
@@ -149,6 +193,9 @@ def test_the_project_registry_is_valid_and_every_notebook_claim_is_registered():
     for c in reg.values():
         if c.kind == "empirical":
             assert c.rationale and c.metric and c.direction in ("above", "below")
+        if c.margin is not None:  # a registered margin comes with what it says and why
+            assert c.margin > 0 and c.equivalence in ("contradicts", "supports") and c.margin_rationale
+    assert any(c.margin is not None for c in reg.values())
 
 
 # ----------------------------------------------------------------------------------------------
