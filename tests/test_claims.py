@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lqtheory.analysis.stats import Interval, mean_interval, seeds_needed  # noqa: E402
+from lqtheory.analysis.stats import Interval, mean_interval, seeds_needed, seeds_to_decide  # noqa: E402
 from lqtheory.workbench import claims as claims_mod  # noqa: E402
 from lqtheory.workbench.claims import (  # noqa: E402
     RegistryError,
@@ -147,7 +147,7 @@ def test_registry_margin_fields_parse_together():
     e9, e10, e11 = reg["E9"], reg["E10"], reg["E11"]
     assert (e9.margin, e9.equivalence, e9.margin_rationale) == (0.005, "contradicts", "half a point")
     assert e10.margin == 1.0 and isinstance(e10.margin, float) and e10.equivalence == "supports"
-    assert e9.margin_text == "±0.005" and e10.margin_text == "±1"
+    assert e9.margin_text == "±0.005" and e10.margin_text == "±1.0"
     assert (e11.margin, e11.equivalence, e11.margin_rationale, e11.margin_text) == (None, None, None, "")
 
 
@@ -286,6 +286,9 @@ def test_estimate_three_way_verdicts(samples, verdict, capsys):
     iv = mean_interval(samples)
     expected = seeds_needed(iv, 0.02) if verdict == "inconclusive" else None
     assert c["seeds_needed"] == expected
+    assert (c["margin"], c["equivalence"], c["margin_rationale"]) == (None, None, None)  # none registered
+    assert c["reads"] == {"supported": "for the paper", "contradicted": "against the paper"}.get(verdict, "")
+    assert "margin" not in line
 
 
 def test_estimate_inconclusive_records_seeds_needed():
@@ -312,6 +315,87 @@ def test_estimate_from_an_interval_and_the_over_label(capsys):
                              "method": "bootstrap"}
     assert c["provenance"] == "derived"
     assert run.estimate("D1", interval=Interval(-0.3, -0.5, -0.1, 400, 2.0)) == "contradicted"  # no exception
+
+
+MARGIN_CLAIMS = """
+[[claim]]
+id = "M.order"
+notebook = "nb"
+statement = "A beats B"
+provenance = "paper"
+kind = "empirical"
+metric = "accuracy of A minus B (fraction)"
+threshold = 0.0
+direction = "above"
+rationale = "a sign claim"
+margin = 0.005
+equivalence = "contradicts"
+margin_rationale = "half a point"
+
+[[claim]]
+id = "M.not-beat"
+notebook = "nb"
+statement = "A does not beat B"
+provenance = "paper"
+kind = "empirical"
+metric = "accuracy of A minus B (fraction)"
+threshold = 0.0
+direction = "below"
+rationale = "a sign claim"
+margin = 0.005
+equivalence = "supports"
+margin_rationale = "half a point"
+"""
+
+
+def _with_margin_claims() -> None:
+    Path(os.environ["LQTHEORY_CLAIMS"]).write_text(REGISTRY + MARGIN_CLAIMS)
+
+
+@pytest.mark.parametrize(
+    ("cid", "lo", "hi", "verdict", "reading", "holds"),
+    [
+        ("M.order", -0.002, 0.004, "no practical difference", "against the paper", False),
+        ("M.not-beat", -0.002, 0.004, "no practical difference", "for the paper", True),
+        ("M.order", 0.001, 0.003, "no practical difference", "against the paper", False),  # negligible gain
+        ("M.not-beat", 0.001, 0.003, "no practical difference", "for the paper", True),
+        ("M.order", 0.002, 0.010, "supported", "for the paper", True),
+        ("M.order", -0.010, -0.006, "contradicted", "against the paper", False),
+        ("M.not-beat", -0.010, -0.006, "supported", "for the paper", True),
+        ("M.not-beat", 0.006, 0.010, "contradicted", "against the paper", False),
+        ("M.order", -0.005, 0.004, "inconclusive", "", False),  # an end on the margin is not inside
+    ],
+)
+def test_estimate_with_a_margin_four_way(cid, lo, hi, verdict, reading, holds, capsys):
+    _with_margin_claims()
+    run = new_run()
+    capsys.readouterr()
+    iv = Interval((lo + hi) / 2, lo, hi, 5, 0.004, method="paired-t")
+    assert run.estimate(cid, interval=iv) == verdict
+    line = capsys.readouterr().out
+    shown = verdict.upper() + (f" ({reading})" if verdict == "no practical difference" else "")
+    assert line.startswith(f"[{cid}] {shown} — A ")
+    assert line.endswith(f"threshold {'>' if cid == 'M.order' else '<'} 0, margin ±0.005, n=5 seeds)\n")
+    c = read_claims(run.claims_path)["claims"][0]
+    assert (c["verdict"], c["reads"], c["holds"]) == (verdict, reading, holds)
+    assert (c["margin"], c["equivalence"], c["margin_rationale"]) == (
+        0.005, "contradicts" if cid == "M.order" else "supports", "half a point")
+    assert "margin ±0.005" in c["measured"]
+    assert (c["seeds_needed"] is None) == (verdict != "inconclusive")
+
+
+def test_estimate_with_a_margin_records_the_seeds_that_would_decide_it():
+    _with_margin_claims()
+    run = new_run()
+    # mean 0.001, sd 0.004, n 3: [-0.0089, 0.0109] covers 0 and crosses the margin. Fitting 0 ± 0.005
+    # needs a half-width below 0.004 = sd, t_{0.975,n-1}/sqrt(n) < 1: n = 7 (n = 6 gives 1.049);
+    # excluding 0 alone would need about (1.96 * 4)^2 = 62.
+    half = 4.302652729911275 * 0.004 / math.sqrt(3)
+    iv = Interval(0.001, 0.001 - half, 0.001 + half, 3, 0.004)
+    assert run.estimate("M.order", interval=iv) == "inconclusive"
+    c = read_claims(run.claims_path)["claims"][0]
+    assert c["seeds_needed"] == 7 == seeds_to_decide(iv, 0.0, "above", 0.005)
+    assert seeds_needed(iv, 0.0) > 60
 
 
 def test_estimate_argument_errors():
@@ -456,3 +540,18 @@ def test_profiles_restrict_where_a_claim_is_expected(isolated):
     assert frame.empty  # a paper-only claim is not "not evaluated" at ci
     frame, _, _ = ledger_frame(isolated / "ci", ["nb"], reg, profile="paper")
     assert list(frame["verdict"]) == ["not evaluated"]
+
+
+def test_reads_of_every_verdict_and_of_older_records():
+    from lqtheory.workbench.records import reads, record_reads
+
+    assert reads("supported") == reads("supported", "contradicts") == "for the paper"
+    assert reads("contradicted") == "against the paper" and reads("inconclusive", "supports") == ""
+    assert reads("no practical difference", "supports") == "for the paper"
+    assert reads("no practical difference", "contradicts") == "against the paper"
+    # a record with ``reads`` is taken at its word; an older one is read from its verdict
+    assert record_reads({"kind": "empirical", "verdict": "supported", "reads": "for the paper"}) == "for the paper"
+    assert record_reads({"kind": "empirical", "verdict": "contradicted"}) == "against the paper"
+    assert record_reads({"kind": "empirical", "verdict": "no practical difference",
+                         "equivalence": "supports"}) == "for the paper"
+    assert record_reads({"kind": "theorem", "verdict": "holds"}) == ""

@@ -87,8 +87,8 @@ class RegisteredClaim:
 
     @property
     def margin_text(self) -> str:
-        """``"±0.005"``: the registered margin around the threshold ('' when none)."""
-        return "" if self.margin is None else f"±{self.margin:g}"
+        """``"±0.005"``: the registered margin around the threshold ('' when none); always a float."""
+        return "" if self.margin is None else f"±{format_value(self.margin)}"
 
     @property
     def relation(self) -> str | None:
