@@ -555,3 +555,46 @@ def test_reads_of_every_verdict_and_of_older_records():
     assert record_reads({"kind": "empirical", "verdict": "no practical difference",
                          "equivalence": "supports"}) == "for the paper"
     assert record_reads({"kind": "theorem", "verdict": "holds"}) == ""
+
+
+def test_ledger_labels_colours_and_margin_column_for_no_practical_difference(isolated):
+    from lqtheory.workbench.ledger import (
+        VERDICT_COLOURS,
+        label_class,
+        ledger_frame,
+        ledger_markdown,
+        ledger_styler,
+        verdict_counts,
+        verdict_label,
+    )
+
+    _with_margin_claims()
+    run = new_run()
+    run.estimate("M.order", interval=Interval(0.001, -0.002, 0.004, 5, 0.004))  # against the paper
+    run.estimate("M.not-beat", interval=Interval(0.001, -0.002, 0.004, 5, 0.004))  # for the paper
+    run.estimate("E2", samples=[0.010, 0.011, 0.012])  # supported, no margin
+    frame, _, _ = ledger_frame(isolated / "ci", ["nb"], load_registry())
+    rows = frame.set_index("id")
+    assert rows.loc["M.order", "verdict"] == "no practical difference (against the paper)"
+    assert rows.loc["M.not-beat", "verdict"] == "no practical difference (for the paper)"
+    assert rows.loc["M.order", "reads"] == "against the paper" and rows.loc["E2", "reads"] == "for the paper"
+    assert rows.loc["M.order", "margin"] == "±0.005" and rows.loc["M.order", "margin_value"] == 0.005
+    assert rows.loc["E2", "margin"] == "" and rows.loc["D1", "margin"] == ""  # blank without one
+    assert rows.loc["M.order", "to decide"] == ""  # decided
+    assert label_class(rows.loc["M.order", "verdict"]) == "negative"
+    assert label_class(rows.loc["M.not-beat", "verdict"]) == "positive"
+    assert VERDICT_COLOURS[rows.loc["M.order", "verdict"]] == VERDICT_COLOURS["contradicted"]
+    assert VERDICT_COLOURS[rows.loc["M.not-beat", "verdict"]] == VERDICT_COLOURS["supported"]
+    counts = verdict_counts(frame)
+    assert counts["no practical difference (against the paper)"] == 1
+    assert counts["no practical difference (for the paper)"] == 1
+    # a [derived] claim reads against our conjecture, not the paper
+    assert verdict_label("empirical", "no practical difference", "derived", "against the paper") == \
+        "no practical difference (against our conjecture)"
+    text = ledger_markdown(frame)
+    header = next(line for line in text.splitlines() if line.startswith("| id "))
+    assert "| threshold | margin | n |" in header
+    assert "±0.005" in next(line for line in text.splitlines() if line.startswith("| M.order "))
+    assert "**no practical difference**:" in text  # in the legend
+    html = ledger_styler(frame).to_html()
+    assert "±0.005" in html
