@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lqtheory.analysis.stats import Interval, mean_interval, seeds_needed  # noqa: E402
+from lqtheory.analysis.stats import Interval, mean_interval, seeds_needed, seeds_to_decide  # noqa: E402
 from lqtheory.workbench import claims as claims_mod  # noqa: E402
 from lqtheory.workbench.claims import (  # noqa: E402
     RegistryError,
@@ -137,6 +137,50 @@ def test_registry_validation_errors(text, pattern):
         parse_registry(text, "test.toml", notebooks={"nb"})
 
 
+MARGIN = {"margin": 0.005, "equivalence": "contradicts", "margin_rationale": "half a point"}
+
+
+def test_registry_margin_fields_parse_together():
+    reg = parse_registry(entry(**MARGIN) + entry(id="E10", margin=1, equivalence="supports",
+                                                 margin_rationale="one point") + entry(id="E11"),
+                         "test.toml", notebooks={"nb"})
+    e9, e10, e11 = reg["E9"], reg["E10"], reg["E11"]
+    assert (e9.margin, e9.equivalence, e9.margin_rationale) == (0.005, "contradicts", "half a point")
+    assert e10.margin == 1.0 and isinstance(e10.margin, float) and e10.equivalence == "supports"
+    assert e9.margin_text == "±0.005" and e10.margin_text == "±1.0"
+    assert (e11.margin, e11.equivalence, e11.margin_rationale, e11.margin_text) == (None, None, None, "")
+
+
+def _with(**changes) -> str:
+    return entry(**{**MARGIN, **changes})
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        (entry(margin=0.005), r"id 'E9'.*margin without equivalence, margin_rationale"),
+        (entry(margin=0.005, equivalence="supports"), r"id 'E9'.*margin, equivalence without margin_rationale"),
+        (entry(equivalence="supports", margin_rationale="r"), r"id 'E9'.*without margin\b"),
+        (entry(margin_rationale="r"), r"id 'E9'.*margin_rationale without margin, equivalence"),
+        (_with(margin=0), r"id 'E9'.*margin must be a positive finite number"),
+        (_with(margin=-0.5), r"id 'E9'.*margin must be a positive finite number"),
+        (_with(margin=float("inf")), r"id 'E9'.*margin must be a positive finite number"),
+        (_with(margin=float("nan")), r"id 'E9'.*margin must be a positive finite number"),
+        (_with(margin="half a point"), r"id 'E9'.*margin must be a positive finite number"),
+        (_with(margin=None) + "margin = true\n", r"id 'E9'.*margin must be a positive finite number"),
+        (_with(equivalence="refutes"), r"id 'E9'.*equivalence must be one of \('contradicts', 'supports'\)"),
+        (_with(margin_rationale=""), r"id 'E9'.*margin_rationale must be a non-empty string"),
+        (_with(margin_rationale="   "), r"id 'E9'.*margin_rationale must be a non-empty string"),
+        (_with(margin_rationale=3), r"id 'E9'.*margin_rationale must be a non-empty string"),
+        (entry(kind="theorem", metric=None, threshold=None, direction=None, rationale=None, **MARGIN),
+         r"id 'E9'.*a theorem has no margin, equivalence, margin_rationale"),
+    ],
+)
+def test_registry_margin_validation_errors(text, pattern):
+    with pytest.raises(RegistryError, match=pattern):
+        parse_registry(text, "test.toml", notebooks={"nb"})
+
+
 def test_registry_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="claims registry"):
         load_registry(tmp_path / "none.toml")
@@ -149,6 +193,9 @@ def test_the_project_registry_is_valid_and_every_notebook_claim_is_registered():
     for c in reg.values():
         if c.kind == "empirical":
             assert c.rationale and c.metric and c.direction in ("above", "below")
+        if c.margin is not None:  # a registered margin comes with what it says and why
+            assert c.margin > 0 and c.equivalence in ("contradicts", "supports") and c.margin_rationale
+    assert any(c.margin is not None for c in reg.values())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,6 +286,9 @@ def test_estimate_three_way_verdicts(samples, verdict, capsys):
     iv = mean_interval(samples)
     expected = seeds_needed(iv, 0.02) if verdict == "inconclusive" else None
     assert c["seeds_needed"] == expected
+    assert (c["margin"], c["equivalence"], c["margin_rationale"]) == (None, None, None)  # none registered
+    assert c["reads"] == {"supported": "for the paper", "contradicted": "against the paper"}.get(verdict, "")
+    assert "margin" not in line
 
 
 def test_estimate_inconclusive_records_seeds_needed():
@@ -265,6 +315,87 @@ def test_estimate_from_an_interval_and_the_over_label(capsys):
                              "method": "bootstrap"}
     assert c["provenance"] == "derived"
     assert run.estimate("D1", interval=Interval(-0.3, -0.5, -0.1, 400, 2.0)) == "contradicted"  # no exception
+
+
+MARGIN_CLAIMS = """
+[[claim]]
+id = "M.order"
+notebook = "nb"
+statement = "A beats B"
+provenance = "paper"
+kind = "empirical"
+metric = "accuracy of A minus B (fraction)"
+threshold = 0.0
+direction = "above"
+rationale = "a sign claim"
+margin = 0.005
+equivalence = "contradicts"
+margin_rationale = "half a point"
+
+[[claim]]
+id = "M.not-beat"
+notebook = "nb"
+statement = "A does not beat B"
+provenance = "paper"
+kind = "empirical"
+metric = "accuracy of A minus B (fraction)"
+threshold = 0.0
+direction = "below"
+rationale = "a sign claim"
+margin = 0.005
+equivalence = "supports"
+margin_rationale = "half a point"
+"""
+
+
+def _with_margin_claims() -> None:
+    Path(os.environ["LQTHEORY_CLAIMS"]).write_text(REGISTRY + MARGIN_CLAIMS)
+
+
+@pytest.mark.parametrize(
+    ("cid", "lo", "hi", "verdict", "reading", "holds"),
+    [
+        ("M.order", -0.002, 0.004, "no practical difference", "against the paper", False),
+        ("M.not-beat", -0.002, 0.004, "no practical difference", "for the paper", True),
+        ("M.order", 0.001, 0.003, "no practical difference", "against the paper", False),  # negligible gain
+        ("M.not-beat", 0.001, 0.003, "no practical difference", "for the paper", True),
+        ("M.order", 0.002, 0.010, "supported", "for the paper", True),
+        ("M.order", -0.010, -0.006, "contradicted", "against the paper", False),
+        ("M.not-beat", -0.010, -0.006, "supported", "for the paper", True),
+        ("M.not-beat", 0.006, 0.010, "contradicted", "against the paper", False),
+        ("M.order", -0.005, 0.004, "inconclusive", "", False),  # an end on the margin is not inside
+    ],
+)
+def test_estimate_with_a_margin_four_way(cid, lo, hi, verdict, reading, holds, capsys):
+    _with_margin_claims()
+    run = new_run()
+    capsys.readouterr()
+    iv = Interval((lo + hi) / 2, lo, hi, 5, 0.004, method="paired-t")
+    assert run.estimate(cid, interval=iv) == verdict
+    line = capsys.readouterr().out
+    shown = verdict.upper() + (f" ({reading})" if verdict == "no practical difference" else "")
+    assert line.startswith(f"[{cid}] {shown} — A ")
+    assert line.endswith(f"threshold {'>' if cid == 'M.order' else '<'} 0, margin ±0.005, n=5 seeds)\n")
+    c = read_claims(run.claims_path)["claims"][0]
+    assert (c["verdict"], c["reads"], c["holds"]) == (verdict, reading, holds)
+    assert (c["margin"], c["equivalence"], c["margin_rationale"]) == (
+        0.005, "contradicts" if cid == "M.order" else "supports", "half a point")
+    assert "margin ±0.005" in c["measured"]
+    assert (c["seeds_needed"] is None) == (verdict != "inconclusive")
+
+
+def test_estimate_with_a_margin_records_the_seeds_that_would_decide_it():
+    _with_margin_claims()
+    run = new_run()
+    # mean 0.001, sd 0.004, n 3: [-0.0089, 0.0109] covers 0 and crosses the margin. Fitting 0 ± 0.005
+    # needs a half-width below 0.004 = sd, t_{0.975,n-1}/sqrt(n) < 1: n = 7 (n = 6 gives 1.049);
+    # excluding 0 alone would need about (1.96 * 4)^2 = 62.
+    half = 4.302652729911275 * 0.004 / math.sqrt(3)
+    iv = Interval(0.001, 0.001 - half, 0.001 + half, 3, 0.004)
+    assert run.estimate("M.order", interval=iv) == "inconclusive"
+    c = read_claims(run.claims_path)["claims"][0]
+    assert c["seeds_needed"] == 7 == seeds_to_decide(iv, 0.0, "above", 0.005)
+    assert seeds_needed(iv, 0.0) > 60
 
 
 def test_estimate_argument_errors():
@@ -409,3 +540,61 @@ def test_profiles_restrict_where_a_claim_is_expected(isolated):
     assert frame.empty  # a paper-only claim is not "not evaluated" at ci
     frame, _, _ = ledger_frame(isolated / "ci", ["nb"], reg, profile="paper")
     assert list(frame["verdict"]) == ["not evaluated"]
+
+
+def test_reads_of_every_verdict_and_of_older_records():
+    from lqtheory.workbench.records import reads, record_reads
+
+    assert reads("supported") == reads("supported", "contradicts") == "for the paper"
+    assert reads("contradicted") == "against the paper" and reads("inconclusive", "supports") == ""
+    assert reads("no practical difference", "supports") == "for the paper"
+    assert reads("no practical difference", "contradicts") == "against the paper"
+    # a record with ``reads`` is taken at its word; an older one is read from its verdict
+    assert record_reads({"kind": "empirical", "verdict": "supported", "reads": "for the paper"}) == "for the paper"
+    assert record_reads({"kind": "empirical", "verdict": "contradicted"}) == "against the paper"
+    assert record_reads({"kind": "empirical", "verdict": "no practical difference",
+                         "equivalence": "supports"}) == "for the paper"
+    assert record_reads({"kind": "theorem", "verdict": "holds"}) == ""
+
+
+def test_ledger_labels_colours_and_margin_column_for_no_practical_difference(isolated):
+    from lqtheory.workbench.ledger import (
+        VERDICT_COLOURS,
+        label_class,
+        ledger_frame,
+        ledger_markdown,
+        ledger_styler,
+        verdict_counts,
+        verdict_label,
+    )
+
+    _with_margin_claims()
+    run = new_run()
+    run.estimate("M.order", interval=Interval(0.001, -0.002, 0.004, 5, 0.004))  # against the paper
+    run.estimate("M.not-beat", interval=Interval(0.001, -0.002, 0.004, 5, 0.004))  # for the paper
+    run.estimate("E2", samples=[0.010, 0.011, 0.012])  # supported, no margin
+    frame, _, _ = ledger_frame(isolated / "ci", ["nb"], load_registry())
+    rows = frame.set_index("id")
+    assert rows.loc["M.order", "verdict"] == "no practical difference (against the paper)"
+    assert rows.loc["M.not-beat", "verdict"] == "no practical difference (for the paper)"
+    assert rows.loc["M.order", "reads"] == "against the paper" and rows.loc["E2", "reads"] == "for the paper"
+    assert rows.loc["M.order", "margin"] == "±0.005" and rows.loc["M.order", "margin_value"] == 0.005
+    assert rows.loc["E2", "margin"] == "" and rows.loc["D1", "margin"] == ""  # blank without one
+    assert rows.loc["M.order", "to decide"] == ""  # decided
+    assert label_class(rows.loc["M.order", "verdict"]) == "negative"
+    assert label_class(rows.loc["M.not-beat", "verdict"]) == "positive"
+    assert VERDICT_COLOURS[rows.loc["M.order", "verdict"]] == VERDICT_COLOURS["contradicted"]
+    assert VERDICT_COLOURS[rows.loc["M.not-beat", "verdict"]] == VERDICT_COLOURS["supported"]
+    counts = verdict_counts(frame)
+    assert counts["no practical difference (against the paper)"] == 1
+    assert counts["no practical difference (for the paper)"] == 1
+    # a [derived] claim reads against our conjecture, not the paper
+    assert verdict_label("empirical", "no practical difference", "derived", "against the paper") == \
+        "no practical difference (against our conjecture)"
+    text = ledger_markdown(frame)
+    header = next(line for line in text.splitlines() if line.startswith("| id "))
+    assert "| threshold | margin | n |" in header
+    assert "±0.005" in next(line for line in text.splitlines() if line.startswith("| M.order "))
+    assert "**no practical difference**:" in text  # in the legend
+    html = ledger_styler(frame).to_html()
+    assert "±0.005" in html

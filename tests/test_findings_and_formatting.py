@@ -29,6 +29,37 @@ def test_verdict_classes_cover_old_and_new_words():
     assert {verdict_class(w) for w in ("does not hold", "does not reproduce", "contradicted", "violated")} == {
         "negative"}
     assert verdict_class("inconclusive") == "open"
+    # the fourth verdict is good or bad news by how it reads
+    assert verdict_class("no practical difference", "for the paper") == "positive"
+    assert verdict_class("No practical difference", "against the paper") == "negative"
+    assert verdict_class("no practical difference") == "open"
+
+
+MARGINS = [  # records of claims with a registered margin
+    {"id": "E3.order", "statement": "LT beats SAP", "provenance": "paper", "kind": "empirical", "measured": "",
+     "verdict": "no practical difference", "interval": {"mean": 0.001, "lo": -0.002, "hi": 0.004, "n": 3},
+     "threshold": 0.0, "direction": "above", "seeds_needed": None, "margin": 0.005, "equivalence": "contradicts",
+     "reads": "against the paper"},
+    {"id": "E3.global", "statement": "SAP does not beat LT", "provenance": "paper", "kind": "empirical",
+     "measured": "", "verdict": "no practical difference",
+     "interval": {"mean": 0.001, "lo": -0.002, "hi": 0.004, "n": 3}, "threshold": 0.0, "direction": "below",
+     "seeds_needed": None, "margin": 0.005, "equivalence": "supports", "reads": "for the paper"},
+    {"id": "E3.local", "statement": "SAP beats LT", "provenance": "paper", "kind": "empirical", "measured": "",
+     "verdict": "inconclusive", "interval": {"mean": 0.001, "lo": -0.01, "hi": 0.012, "n": 3},
+     "threshold": 0.0, "direction": "above", "seeds_needed": 9, "margin": 0.005, "equivalence": "contradicts",
+     "reads": ""},
+]
+
+
+def test_findings_read_no_practical_difference_by_its_reading():
+    text = findings_markdown(MARGINS, notes={"E3.order": "too close to call an order", "E3.global": "never shown"})
+    assert "Of 3 empirical claims, 1 reproduced, 1 not reproduced, 1 inconclusive" in text
+    assert "2 of these decided by no practical difference within a registered margin" in text
+    assert "- ✗ **E3.order** (paper): **NO PRACTICAL DIFFERENCE (against the paper)**." in text
+    assert "- ✓ **E3.global** (paper): **NO PRACTICAL DIFFERENCE (for the paper)**." in text
+    assert r"the claim needs \> 0, no practical difference within ±0.005" in text
+    assert "About 9 seeds would decide it" in text
+    assert "too close to call an order" in text and "never shown" not in text
 
 
 def test_findings_from_todays_claims():

@@ -191,7 +191,36 @@ def test_abstract_and_ledger_come_from_the_claims_records(tmp_path, verdict, lab
     ledger = text[text.index('id="claims-ledger"'):]
     assert ledger.count('id="claim-P1"') == 1 and text.count("<table") == 1  # notebook 99's table is not repeated
     assert f'<span class="verdict verdict-negative">{label}</span>' in ledger
-    assert "−0.300" in ledger  # the margin: the interval's lower end 0.2 is 0.3 below the threshold 0.5
+    assert "−0.300" in ledger  # clears by: the interval's lower end 0.2 is 0.3 below the threshold 0.5
+    assert "<th class=\"num\">clears by</th><th class=\"num\">margin</th>" in ledger
+
+
+@pytest.mark.parametrize("equivalence, reads, label, cls", [
+    ("contradicts", "against the paper", "no practical difference (against the paper)", "negative"),
+    ("supports", "for the paper", "no practical difference (for the paper)", "positive"),
+])
+def test_report_reads_no_practical_difference_by_its_registered_equivalence(tmp_path, equivalence, reads, label,
+                                                                           cls):
+    build, figures = tmp_path / "build", tmp_path / "figures"
+    build.mkdir()
+    (figures / "claims").mkdir(parents=True)
+    claims = [{"id": "P1", "statement": "A beats B", "provenance": "paper", "kind": "empirical",
+               "verdict": "no practical difference", "measured": "", "threshold": 0.0, "direction": "above",
+               "over": "seeds", "interval": {"mean": 0.001, "lo": -0.002, "hi": 0.004, "n": 3},
+               "margin": 0.005, "equivalence": equivalence, "reads": reads}]
+    (figures / "claims" / "01_c.json").write_text(json.dumps({"notebook": "01_c", "profile": "ci", "claims": claims}))
+    _write(build / "01_c.ipynb", [nbformat.v4.new_markdown_cell("# C"),
+                                  _code("run.estimate('P1')", _stream(f"[P1] NO PRACTICAL DIFFERENCE ({reads}) — "
+                                                                      "A beats B (measured ...)\n"))])
+    out = tmp_path / "report.html"
+    build_manuscript(build, out, figures=figures, profile="ci")
+    text = out.read_text()
+    abstract = text[text.index('id="abstract"'):text.index('<nav class="toc"')]
+    assert f"1 {label}" in abstract and f'<span class="verdict verdict-{cls}">{label}</span>' in abstract
+    ledger = text[text.index('id="claims-ledger"'):]
+    assert f'<span class="verdict verdict-{cls}">{label}</span>' in ledger
+    assert "±0.005" in ledger
+    assert "<pre class=\"log\">[P1] NO PRACTICAL DIFFERENCE" in text  # the verdict line is machinery: folded
 
 
 def test_a_claims_record_of_another_profile_is_flagged_not_passed_off_as_this_run(tmp_path):

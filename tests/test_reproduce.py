@@ -271,6 +271,41 @@ def test_recorded_claims_decide_the_exit_code(ws):
             (ws["notebooks"] / f"{name}.ipynb").unlink()
 
 
+def _npd(cid: str, reads: str, provenance: str = "paper") -> dict:
+    claim = _claim(cid, "empirical", "no practical difference", provenance)
+    claim.update(holds=reads == "for the paper", reads=reads, margin=0.005,
+                 equivalence="supports" if reads == "for the paper" else "contradicts")
+    return claim
+
+
+def test_no_practical_difference_against_the_paper_counts_as_contradicted(ws):
+    _fake_cached(ws, "05_against", [_npd("A", "against the paper"), _claim("P", "empirical", "supported")])
+    _fake_cached(ws, "06_for", [_npd("F", "for the paper"), _npd("G", "for the paper")])
+    _fake_cached(ws, "07_ours", [_npd("D", "against the paper", "derived")])
+    try:
+        code, out = call(ws, "--profile", "ci", "--only", "05_against")
+        assert code == 0
+        assert re.search(r"05_against\s+cached\s+-\s+1 supported, 1 no practical difference \(against the paper\)",
+                         out)
+        assert "no practical difference (against the paper) [paper]: 05_against [A] statement A (1)" in out
+        assert "1 paper claim(s) contradicted (1 of them by no practical difference), 0 derived" in out
+        code, out = call(ws, "--profile", "ci", "--only", "05_against", "--strict")
+        assert code == 1  # an ordering claim of the paper decided against it by its margin
+        # read for the paper: never a contradiction, even with --strict
+        code, out = call(ws, "--profile", "ci", "--only", "06_for", "--strict")
+        assert code == 0 and re.search(r"06_for\s+cached\s+-\s+2 no practical difference \(for the paper\)", out)
+        assert "0 paper claim(s) contradicted, 0 derived conjecture(s) contradicted;" in out
+        # our own conjecture decided against by its margin: reported, never fails the run
+        code, out = call(ws, "--profile", "ci", "--only", "07_ours", "--strict")
+        assert code == 0
+        assert "no practical difference (against our conjecture) [derived]: 07_ours [D] statement D (1)" in out
+        assert ("0 paper claim(s) contradicted, 1 derived conjecture(s) contradicted "
+                "(1 of them by no practical difference);") in out
+    finally:
+        for name in ("05_against", "06_for", "07_ours"):
+            (ws["notebooks"] / f"{name}.ipynb").unlink()
+
+
 def test_update_notebooks_writes_clean_committed_copies(ws):
     source = ws["notebooks"] / "01_ok.ipynb"
     code, out = call(ws, "--update-notebooks", "--only", "01_ok")

@@ -1,4 +1,4 @@
-"""lqtheory.analysis.stats: t intervals against scipy.stats, three-way verdicts, seeds needed, bootstrap."""
+"""lqtheory.analysis.stats: t intervals against scipy.stats, three- and four-way verdicts, seeds needed, bootstrap."""
 
 import math
 
@@ -10,11 +10,16 @@ import torch
 from lqtheory.analysis.stats import (
     Interval,
     bootstrap_interval,
+    four_way,
     mean_interval,
     paired_interval,
     seeds_needed,
+    seeds_to_decide,
     three_way,
+    within_margin,
 )
+
+NPD = "no practical difference"
 
 
 @pytest.mark.parametrize("level", [0.9, 0.95, 0.99])
@@ -153,6 +158,122 @@ def test_seeds_needed_edge_cases():
     # sd 1, gap 0.01: about (1.96 / 0.01)^2 = 38416 (t adds a little)
     n = seeds_needed(Interval(0.01, -1.0, 1.0, 3, 1.0), 0.0)
     assert 38416 <= n <= 38430
+
+
+# ----------------------------------------------------------------------------------------------
+# four_way: practical equivalence (hand-made intervals, threshold 0, margin 0.005 unless said)
+
+
+@pytest.mark.parametrize(
+    "lo, hi, above, below",
+    [
+        (-0.002, 0.004, NPD, NPD),  # covers the threshold, wholly inside the margin
+        (0.001, 0.003, NPD, NPD),  # significant but negligible: equivalence takes precedence
+        (-0.003, -0.001, NPD, NPD),
+        (-0.005, 0.003, "inconclusive", "inconclusive"),  # an end on -margin is not inside
+        (-0.003, 0.005, "inconclusive", "inconclusive"),  # nor on +margin
+        (0.001, 0.005, "supported", "contradicted"),  # significant, touches the margin: three-way
+        (-0.004, 0.006, "inconclusive", "inconclusive"),  # covers 0, crosses the margin
+        (0.002, 0.007, "supported", "contradicted"),
+        (-0.009, -0.006, "contradicted", "supported"),
+        (-math.inf, math.inf, "inconclusive", "inconclusive"),  # one seed: never equivalent
+    ],
+)
+def test_four_way_with_a_margin(lo, hi, above, below):
+    mean = 0.0 if math.isinf(lo) else (lo + hi) / 2
+    iv = Interval(mean, lo, hi, 3, 0.01)
+    assert four_way(iv, 0.0, "above", 0.005) == above
+    assert four_way(iv, 0.0, "below", 0.005) == below
+    assert within_margin(iv, 0.0, 0.005) == (above == NPD)
+
+
+def test_four_way_margin_is_around_the_threshold():
+    iv = Interval(0.1, 0.09, 0.11, 5, 0.01)
+    assert four_way(iv, 0.1, "above", 0.02) == NPD  # (0.08, 0.12)
+    assert four_way(iv, 0.1, "above", 0.01) == "inconclusive"  # (0.09, 0.11): both ends touch
+    assert four_way(iv, 0.0, "above", 0.02) == "supported"  # far from 0 ± 0.02
+    assert four_way(Interval(1.0, 0.5, 1.5, 3, 1.0), 1.0, "below", 1) == NPD  # an int margin
+
+
+@pytest.mark.parametrize(
+    "lo, hi",
+    [(0.1, 0.3), (-0.3, -0.1), (-0.1, 0.1), (0.0, 0.2), (-0.2, 0.0), (1e-12, 0.2), (-math.inf, math.inf)],
+)
+@pytest.mark.parametrize("direction", ["above", "below"])
+def test_four_way_without_a_margin_is_three_way(lo, hi, direction):
+    iv = Interval(0.0 if math.isinf(lo) else (lo + hi) / 2, lo, hi, 3, 0.1)
+    assert four_way(iv, 0.0, direction) == three_way(iv, 0.0, direction)
+    assert four_way(iv, 0.0, direction, None) == three_way(iv, 0.0, direction)
+
+
+@pytest.mark.parametrize("margin", [0, 0.0, -0.5, float("nan"), float("inf"), True, "0.5"])
+def test_four_way_margin_must_be_positive_and_finite(margin):
+    iv = Interval(0.0, -1.0, 1.0, 3, 1.0)
+    with pytest.raises(ValueError, match="margin must be a positive finite number"):
+        four_way(iv, 0.0, "above", margin)
+    with pytest.raises(ValueError, match="margin must be a positive finite number"):
+        seeds_to_decide(iv, 0.0, "above", margin)
+
+
+def test_four_way_checks_its_other_arguments():
+    iv = Interval(0.0, -1.0, 1.0, 3, 1.0)
+    with pytest.raises(ValueError, match="direction"):
+        four_way(iv, 0.0, "greater", 0.5)
+    with pytest.raises(ValueError, match="threshold"):
+        four_way(iv, float("inf"), "above", 0.5)
+    with pytest.raises(TypeError, match="interval"):
+        four_way((0.0, 1.0), 0.0, "above", 0.5)
+
+
+# seeds_to_decide. Oracle: half-widths of a 95% t interval with sd 1, t_{0.975, n-1} / sqrt(n):
+# n=3 2.4841, n=4 1.5912, n=5 1.2417, n=6 1.0494, n=7 0.9248 (t = 4.3027, 3.1824, 2.7764, 2.5706, 2.4469).
+def _at_n3(mean: float) -> Interval:
+    half = 4.302652729911275 / math.sqrt(3)
+    return Interval(mean, mean - half, mean + half, 3, 1.0)
+
+
+def test_seeds_to_decide_by_hand():
+    # mean 0.5, margin 1.5: inside once the half-width < 1.0 (n = 7), before excluding 0 (< 0.5, n ≈ 18)
+    assert four_way(_at_n3(0.5), 0.0, "above", 1.5) == "inconclusive"
+    assert seeds_to_decide(_at_n3(0.5), 0.0, "above", 1.5) == 7
+    assert seeds_to_decide(_at_n3(0.5), 0.0, "above") == seeds_needed(_at_n3(0.5), 0.0) == 18
+    # mean 1.2, margin 1.5: excluding 0 (half-width < 1.2, n = 6) comes before fitting (< 0.3)
+    assert seeds_to_decide(_at_n3(1.2), 0.0, "above", 1.5) == 6
+    # mean on the threshold: only equivalence can decide it (half-width < 1.5, n = 5)
+    assert seeds_needed(_at_n3(0.0), 0.0) is None
+    assert seeds_to_decide(_at_n3(0.0), 0.0, "below", 1.5) == 5
+    assert seeds_to_decide(_at_n3(0.0), 0.0, "below") is None
+    # mean outside the margin: only exclusion (half-width < 2.0, n = 4)
+    assert seeds_to_decide(_at_n3(2.0), 0.0, "above", 1.5) == seeds_needed(_at_n3(2.0), 0.0) == 4
+    # mean exactly on the margin's edge: never inside, exclusion only
+    assert seeds_to_decide(_at_n3(1.5), 0.0, "above", 1.5) == seeds_needed(_at_n3(1.5), 0.0)
+
+
+@pytest.mark.parametrize("mean, margin", [(0.5, 1.5), (1.2, 1.5), (0.0, 1.5), (0.3, 0.4), (-0.2, 0.9)])
+def test_seeds_to_decide_is_the_first_n_that_decides(mean, margin):
+    """Samples with the observed mean and sd (exactly) at n and n - 1: decided at n, not at n - 1."""
+    n = seeds_to_decide(_at_n3(mean), 0.0, "above", margin)
+    assert n is not None and n > 3
+
+    def interval(m: int) -> Interval:
+        z = np.arange(m, dtype=np.float64)
+        z = (z - z.mean()) / z.std(ddof=1)  # mean 0, sd 1 exactly
+        return mean_interval(mean + z)
+
+    assert four_way(interval(n), 0.0, "above", margin) != "inconclusive"
+    assert four_way(interval(n - 1), 0.0, "above", margin) == "inconclusive"
+
+
+def test_seeds_to_decide_edge_cases():
+    # a decided verdict needs nothing more
+    assert seeds_to_decide(Interval(0.001, -0.002, 0.004, 5, 0.003), 0.0, "above", 0.005) is None
+    assert seeds_to_decide(Interval(0.2, 0.1, 0.3, 5, 0.1), 0.0, "above", 0.005) is None
+    assert seeds_to_decide(Interval(0.2, 0.1, 0.3, 5, 0.1), 0.0, "above") is None
+    # one seed: spread unknown
+    assert seeds_to_decide(Interval(0.0, -math.inf, math.inf, 1, math.nan), 0.0, "above", 0.5) is None
+    # more than max_n would be needed
+    assert seeds_to_decide(_at_n3(0.0), 0.0, "above", 1e-3, max_n=1000) is None
+    assert seeds_to_decide(_at_n3(0.0), 0.0, "above", 1e-3) > 10**6
 
 
 def test_bootstrap_interval_of_a_mean_is_close_to_the_t_interval():

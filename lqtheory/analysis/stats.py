@@ -1,4 +1,4 @@
-"""Intervals and three-way verdicts for empirical claims.
+"""Intervals and verdicts (three-way, or four-way with a practical-equivalence margin) for empirical claims.
 
 An empirical claim is decided from an interval, never from one number:
 
@@ -9,8 +9,11 @@ An empirical claim is decided from an interval, never from one number:
   (vectors, neurons, cells) when the claim is not a mean over seeds, e.g. a rank correlation;
 - :func:`three_way`: "supported" when the interval lies on the claimed side of a threshold,
   "contradicted" when it lies on the other side, "inconclusive" when it covers the threshold;
+- :func:`four_way`: :func:`three_way` plus "no practical difference" when the claim registers a
+  margin and the whole interval lies within it of the threshold (equivalence, two one-sided tests);
 - :func:`seeds_needed`: how many samples an interval with the observed spread would need to
-  exclude the threshold (what scale would decide an inconclusive claim).
+  exclude the threshold (what scale would decide an inconclusive claim); :func:`seeds_to_decide`
+  the same when a margin can also decide it.
 
 Everything is computed in float64 with NumPy/SciPy; inputs may be lists, NumPy arrays or torch
 tensors (moved to the CPU).
@@ -27,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from lqtheory.common.vocabulary import EMPIRICAL_VERDICTS
+from lqtheory.common.vocabulary import EMPIRICAL_VERDICTS, NO_PRACTICAL_DIFFERENCE
 
-VERDICTS = EMPIRICAL_VERDICTS  # the three-way verdicts of three_way
+VERDICTS = EMPIRICAL_VERDICTS  # the verdicts of four_way (three_way gives the first three)
 DIRECTIONS = ("above", "below")
 
 
@@ -38,10 +41,13 @@ __all__ = [
     "VERDICTS",
     "Interval",
     "bootstrap_interval",
+    "four_way",
     "mean_interval",
     "paired_interval",
     "seeds_needed",
+    "seeds_to_decide",
     "three_way",
+    "within_margin",
 ]
 
 
@@ -209,31 +215,66 @@ def three_way(interval: Interval, threshold: float, direction: str) -> str:
     raise ValueError(f"direction must be 'above' or 'below', got {direction!r}")
 
 
-def seeds_needed(interval: Interval, threshold: float, level: float = 0.95, max_n: int = 10**7) -> int | None:
-    """Smallest ``n >= 2`` whose t interval, with the observed ``sd`` and mean, excludes ``threshold``.
+def _check_margin(margin: Any) -> float:
+    if isinstance(margin, bool) or not isinstance(margin, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(float(margin)) or float(margin) <= 0:
+        raise ValueError(f"margin must be a positive finite number, got {margin!r}")
+    return float(margin)
 
-    ``None`` when the mean equals the threshold or the spread is unknown (``sd`` NaN, e.g. one seed),
-    or when more than ``max_n`` would be needed. With ``sd == 0`` two samples suffice. For a
-    bootstrap interval ``n`` counts its units (vectors, neurons), not seeds.
+
+def within_margin(interval: Interval, threshold: float, margin: float) -> bool:
+    """Whether the whole ``interval`` lies strictly inside ``(threshold - margin, threshold + margin)``.
+
+    An end exactly on ``threshold ± margin`` is not inside (the bounds of an equivalence test are
+    excluded, as :func:`three_way` counts an end on the threshold as covering it).
     """
     if not isinstance(interval, Interval):
         raise TypeError(f"interval must be an Interval, got {type(interval).__name__}")
-    level = _check_level(level)
+    margin = _check_margin(margin)
     threshold = float(threshold)
-    gap = abs(interval.mean - threshold)
-    if gap == 0 or not math.isfinite(interval.sd):
+    return threshold - margin < interval.lo and interval.hi < threshold + margin
+
+
+def four_way(interval: Interval, threshold: float, direction: str, margin: float | None = None) -> str:
+    """:func:`three_way`, plus "no practical difference" when a practical-equivalence margin decides it.
+
+    With ``margin=None`` this is exactly :func:`three_way`. With a margin ``m`` (positive, in the
+    metric's units): if the whole interval lies strictly inside ``(threshold - m, threshold + m)``
+    the verdict is "no practical difference"; otherwise the three-way verdict. A two-sided interval at
+    level ``1 - 2α`` lying inside the margin is the same decision as the two one-sided tests (TOST)
+    of equivalence at level ``α`` each: a 95% interval inside it rejects both "the quantity is at most
+    ``threshold - m``" and "at least ``threshold + m``" at 2.5% each.
+
+    Equivalence takes precedence: an interval inside the margin that also excludes the threshold (a
+    statistically significant difference too small to matter, e.g. ``[0.001, 0.003]`` against
+    ``0 ± 0.005``) reads "no practical difference", not "supported" or "contradicted". The margin
+    is registered before the measurement as the smallest difference that would matter, so a
+    difference below it is not evidence for an ordering, however many seeds resolve it.
+    """
+    verdict = three_way(interval, threshold, direction)  # validates interval, threshold and direction
+    if margin is None:
+        return verdict
+    return NO_PRACTICAL_DIFFERENCE if within_margin(interval, threshold, margin) else verdict
+
+
+def _samples_to_shrink(sd: float, target: float, level: float, max_n: int) -> int | None:
+    """Smallest ``n >= 2`` with ``t_{level, n-1} * sd / sqrt(n) < target``: the half-width of a t
+    interval with spread ``sd`` falls below ``target``. ``None`` when ``target <= 0``, ``sd`` is not
+    finite, or more than ``max_n`` would be needed; 2 when ``sd == 0``."""
+    if not target > 0 or not math.isfinite(sd):
         return None
-    if interval.sd == 0:
+    if sd == 0:
         return 2
     from scipy.stats import norm
 
     z = float(norm.ppf(0.5 + level / 2.0))
-    n = max(2, math.ceil((z * interval.sd / gap) ** 2))  # the t quantile exceeds z: never fewer
+    n = max(2, math.ceil((z * sd / target) ** 2))  # the t quantile exceeds z: never fewer
     if n > max_n:
         return None
+
     # Grow geometrically until the t criterion holds, then bisect for the smallest n.
     def ok(m: int) -> bool:
-        return _t_quantile(level, m - 1) * interval.sd / math.sqrt(m) < gap
+        return _t_quantile(level, m - 1) * sd / math.sqrt(m) < target
 
     hi = n
     while not ok(hi):
@@ -248,6 +289,44 @@ def seeds_needed(interval: Interval, threshold: float, level: float = 0.95, max_
         else:
             lo = mid + 1
     return hi
+
+
+def seeds_needed(interval: Interval, threshold: float, level: float = 0.95, max_n: int = 10**7) -> int | None:
+    """Smallest ``n >= 2`` whose t interval, with the observed ``sd`` and mean, excludes ``threshold``.
+
+    ``None`` when the mean equals the threshold or the spread is unknown (``sd`` NaN, e.g. one seed),
+    or when more than ``max_n`` would be needed. With ``sd == 0`` two samples suffice. For a
+    bootstrap interval ``n`` counts its units (vectors, neurons), not seeds.
+    """
+    if not isinstance(interval, Interval):
+        raise TypeError(f"interval must be an Interval, got {type(interval).__name__}")
+    level = _check_level(level)
+    gap = abs(interval.mean - float(threshold))
+    if gap == 0:
+        return None
+    return _samples_to_shrink(interval.sd, gap, level, max_n)
+
+
+def seeds_to_decide(interval: Interval, threshold: float, direction: str, margin: float | None = None,
+                    max_n: int = 10**7) -> int | None:
+    """Samples an inconclusive claim would need to be decided, by :func:`four_way` with ``margin``.
+
+    The same extrapolation as :func:`seeds_needed` (the observed mean and ``sd``, a t interval at the
+    interval's level): the smallest ``n`` at which either the interval would exclude ``threshold``
+    (:func:`seeds_needed`) or, when the mean lies within the margin, the interval would fit strictly
+    inside ``threshold ± margin`` (its half-width below ``margin - |mean - threshold|``), whichever is
+    smaller. Without a margin it is :func:`seeds_needed`. ``None`` when the verdict is already decided
+    (not "inconclusive"), when the spread is unknown, or when neither happens within ``max_n``.
+    """
+    if four_way(interval, threshold, direction, margin) != "inconclusive":
+        return None
+    exclude = seeds_needed(interval, threshold, interval.level, max_n)
+    if margin is None:
+        return exclude
+    slack = _check_margin(margin) - abs(interval.mean - float(threshold))
+    equivalent = _samples_to_shrink(interval.sd, slack, interval.level, max_n)
+    found = [n for n in (exclude, equivalent) if n is not None]
+    return min(found) if found else None
 
 
 def bootstrap_interval(statistic: Callable[..., Any], *samples: Any, n_boot: int = 2000, seed: int = 0,

@@ -7,7 +7,7 @@
     notebook = "05_iterative_pruning"
     statement = "SI-adaptive (q=0.5, c=1) stays within 2 points of dense accuracy at every iteration"
     provenance = "paper"          # "paper" (quoted from the papers) | "derived" (proved or conjectured here)
-    kind = "empirical"            # "theorem" (holds / VIOLATED) | "empirical" (three-way verdict)
+    kind = "empirical"            # "theorem" (holds / VIOLATED) | "empirical" (decided from an interval)
     metric = "largest drop below dense accuracy over iterations (accuracy points, fraction)"
     threshold = 0.02
     direction = "below"           # the claim says: the metric lies below the threshold
@@ -16,7 +16,16 @@
     profiles = ["paper"]          # optional: only these profiles evaluate it (default: all)
 
 Empirical claims need ``metric``, ``threshold``, ``direction`` and a one-line ``rationale`` for the
-threshold; theorems have none of them. Ids are unique, and ``notebook`` must name a notebook next to
+threshold; theorems have none of them. A comparative empirical claim may also register a
+practical-equivalence margin, all three keys together or none::
+
+    margin = 0.005                # positive, in the metric's units (here half an accuracy point)
+    equivalence = "contradicts"   # what "no practical difference" says: "contradicts" | "supports"
+    margin_rationale = "half a point: about one dense model's seed spread"
+
+An interval that lies wholly within ``threshold ± margin`` reads "no practical difference"
+(:func:`lqtheory.analysis.stats.four_way`): an ordering claim ("A beats B") is then decided against,
+an equality or "does not beat" claim for. Ids are unique, and ``notebook`` must name a notebook next to
 the registry file. Notebooks evaluate registered claims only (``run.claim`` / ``run.estimate`` in
 :mod:`lqtheory.workbench.session`), so changing a threshold is a visible diff of this one file.
 
@@ -35,7 +44,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from lqtheory.common.vocabulary import ENV_CLAIMS, PROFILES
+from lqtheory.common.vocabulary import ENV_CLAIMS, EQUIVALENCES, PROFILES
 
 try:  # Python >= 3.11
     import tomllib
@@ -49,6 +58,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.<>=\-]*$")
 _REQUIRED = ("id", "notebook", "statement", "provenance", "kind")
 _EMPIRICAL = ("metric", "threshold", "direction", "rationale")
 _OPTIONAL = ("over", "note")
+_MARGIN = ("margin", "equivalence", "margin_rationale")  # all three or none, empirical claims only
 
 
 class RegistryError(ValueError):
@@ -71,6 +81,14 @@ class RegisteredClaim:
     over: str = "seeds"
     note: str | None = None
     profiles: tuple[str, ...] = PROFILES  # the profiles whose notebook run evaluates it
+    margin: float | None = None  # practical-equivalence margin, in the metric's units (comparative claims)
+    equivalence: str | None = None  # "contradicts" | "supports": what "no practical difference" says
+    margin_rationale: str | None = None
+
+    @property
+    def margin_text(self) -> str:
+        """``"±0.005"``: the registered margin around the threshold ('' when none); always a float."""
+        return "" if self.margin is None else f"±{format_value(self.margin)}"
 
     @property
     def relation(self) -> str | None:
@@ -98,7 +116,7 @@ def _known_notebooks(path: Path) -> set[str]:
 def _check_entry(entry: Any, where: str, known: set[str] | None) -> RegisteredClaim:
     if not isinstance(entry, dict):
         raise RegistryError(f"{where}: each [[claim]] must be a table")
-    unknown = set(entry) - set(_REQUIRED) - set(_EMPIRICAL) - set(_OPTIONAL) - {"profiles"}
+    unknown = set(entry) - set(_REQUIRED) - set(_EMPIRICAL) - set(_OPTIONAL) - set(_MARGIN) - {"profiles"}
     if unknown:
         raise RegistryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     missing = [k for k in _REQUIRED if k not in entry]
@@ -121,6 +139,7 @@ def _check_entry(entry: Any, where: str, known: set[str] | None) -> RegisteredCl
         raise RegistryError(f"{where}: kind must be one of {KINDS}, got {entry['kind']!r}")
     if entry["kind"] == "theorem":
         extra = [k for k in ("metric", "threshold", "direction") if k in entry]
+        extra += [k for k in _MARGIN if k in entry]
         if extra:
             raise RegistryError(f"{where}: a theorem has no {', '.join(extra)} (it holds or is violated)")
     else:
@@ -135,6 +154,7 @@ def _check_entry(entry: Any, where: str, known: set[str] | None) -> RegisteredCl
             raise RegistryError(f"{where}: threshold must be a finite number, got {t!r}")
         if entry["direction"] not in DIRECTIONS:
             raise RegistryError(f"{where}: direction must be one of {DIRECTIONS}, got {entry['direction']!r}")
+        _check_margin(entry, where)
     for key in _OPTIONAL:
         if key in entry and (not isinstance(entry[key], str) or not entry[key].strip()):
             raise RegistryError(f"{where}: {key} must be a non-empty string")
@@ -147,7 +167,28 @@ def _check_entry(entry: Any, where: str, known: set[str] | None) -> RegisteredCl
         values["profiles"] = tuple(values["profiles"])
     if "threshold" in values:
         values["threshold"] = float(values["threshold"])
+    if "margin" in values:
+        values["margin"] = float(values["margin"])
     return RegisteredClaim(**values)
+
+
+def _check_margin(entry: dict, where: str) -> None:
+    """``margin``, ``equivalence`` and ``margin_rationale``: all three or none, each well formed."""
+    given = [k for k in _MARGIN if k in entry]
+    if not given:
+        return
+    if len(given) != len(_MARGIN):
+        absent = [k for k in _MARGIN if k not in entry]
+        raise RegistryError(f"{where}: {', '.join(given)} without {', '.join(absent)} (a margin registers "
+                            f"margin, equivalence and margin_rationale together)")
+    m = entry["margin"]
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(float(m)) or m <= 0:
+        raise RegistryError(f"{where}: margin must be a positive finite number (in the metric's units), got {m!r}")
+    if entry["equivalence"] not in EQUIVALENCES:
+        raise RegistryError(f"{where}: equivalence must be one of {EQUIVALENCES}, got {entry['equivalence']!r}")
+    r = entry["margin_rationale"]
+    if not isinstance(r, str) or not r.strip():
+        raise RegistryError(f"{where}: margin_rationale must be a non-empty string, got {r!r}")
 
 
 def parse_registry(text: str, source: str = "<claims registry>", notebooks: set[str] | None = None

@@ -9,7 +9,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lqtheory.common.formatting import format_measured, format_number
-from lqtheory.common.vocabulary import NEGATIVE_VERDICTS, POSITIVE_VERDICTS
+from lqtheory.common.vocabulary import NEGATIVE_VERDICTS, NO_PRACTICAL_DIFFERENCE, POSITIVE_VERDICTS
+from lqtheory.workbench.records import READS_AGAINST, READS_FOR, record_reads
 from lqtheory.workbench.session import Session
 
 __all__ = [
@@ -21,15 +22,25 @@ __all__ = [
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_<>|~$\[\]#])")
 
 
-def verdict_class(verdict: str) -> str:
+def verdict_class(verdict: str, reads: str | None = None) -> str:
     """``"positive"`` (holds, supported), ``"negative"`` (does not hold/reproduce, contradicted,
-    violated) or ``"open"`` (inconclusive, or any verdict word this module does not know)."""
+    violated) or ``"open"`` (inconclusive, or any verdict word this module does not know).
+
+    "no practical difference" is classed by how it ``reads`` (the record's reading): "for the
+    paper" positive, "against the paper" negative, unknown open.
+    """
     word = str(verdict).strip().lower()
+    if word == NO_PRACTICAL_DIFFERENCE:
+        return {READS_FOR: "positive", READS_AGAINST: "negative"}.get(str(reads or ""), "open")
     if word in POSITIVE_VERDICTS:
         return "positive"
     if word in NEGATIVE_VERDICTS:
         return "negative"
     return "open"
+
+
+def _claim_class(claim: Mapping[str, Any]) -> str:
+    return verdict_class(claim.get("verdict", ""), record_reads(dict(claim)))
 
 
 def _md_escape(text: str) -> str:
@@ -53,6 +64,9 @@ def _interval_text(claim: Mapping[str, Any]) -> str:
     if threshold is not None:
         sign = {"above": ">", "below": "<"}.get(str(direction), str(direction or ""))
         text += f"; the claim needs {sign} {format_number(threshold)}"
+        margin = claim.get("margin")
+        if margin is not None:
+            text += f", no practical difference within ±{format_number(margin)}"
     return text
 
 
@@ -62,11 +76,12 @@ def findings_markdown(claims: Iterable[Mapping[str, Any]], *, notes: Mapping[str
 
     ``claims`` is ``run.claims`` (dicts with at least ``id, statement, provenance, kind, verdict,
     measured``; empirical ones may also carry ``interval`` (mean, lo, hi, n), ``threshold``,
-    ``direction`` and ``seeds_needed``). Every claim gets one line: its verdict, statement and the
-    measured evidence. ``notes`` maps a claim id to a Markdown paragraph printed under that claim
-    only when its verdict is not positive: the place to discuss a negative result, written so it
-    holds whatever the numbers (they are on the line above it). A summary sentence counts the
-    verdicts, so nothing in the section is typed by hand.
+    ``direction``, ``seeds_needed`` and, with a registered margin, ``margin`` and ``reads``). Every claim
+    gets one line: its verdict (a "no practical difference" with how it reads, and counted as
+    reproduced or not by that reading), statement and the measured evidence. ``notes`` maps a
+    claim id to a Markdown paragraph printed under that claim only when its verdict is not positive:
+    the place to discuss a negative result, written so it holds whatever the numbers (they are on the
+    line above it). A summary sentence counts the verdicts, so nothing in the section is typed by hand.
     """
     claims = [dict(c) for c in claims]
     notes = dict(notes or {})
@@ -80,16 +95,19 @@ def findings_markdown(claims: Iterable[Mapping[str, Any]], *, notes: Mapping[str
     empirical = [c for c in claims if c.get("kind") != "theorem"]
     summary = []
     if theorems:
-        ok = sum(verdict_class(c.get("verdict", "")) == "positive" for c in theorems)
+        ok = sum(_claim_class(c) == "positive" for c in theorems)
         summary.append(f"{ok} of {len(theorems)} mathematical statement{'s' if len(theorems) != 1 else ''} "
                        f"hold{'s' if len(theorems) == 1 else ''} on every case checked")
     if empirical:
-        classes = [verdict_class(c.get("verdict", "")) for c in empirical]
+        classes = [_claim_class(c) for c in empirical]
         parts = [f"{classes.count('positive')} reproduced", f"{classes.count('negative')} not reproduced"]
         if classes.count("open"):
             parts.append(f"{classes.count('open')} inconclusive")
         summary.append(f"of {len(empirical)} empirical claim{'s' if len(empirical) != 1 else ''}, "
                        + ", ".join(parts))
+        equivalent = sum(str(c.get("verdict", "")).strip().lower() == NO_PRACTICAL_DIFFERENCE for c in empirical)
+        if equivalent:
+            summary.append(f"{equivalent} of these decided by no practical difference within a registered margin")
     lines += ["; ".join(summary)[:1].upper() + "; ".join(summary)[1:] + ".", ""]
 
     marks = {"positive": "✓", "negative": "✗", "open": "?"}
@@ -99,9 +117,12 @@ def findings_markdown(claims: Iterable[Mapping[str, Any]], *, notes: Mapping[str
         lines += [f"**{heading}**", ""]
         for c in group:
             verdict = str(c.get("verdict", ""))
-            cls = verdict_class(verdict)
+            cls = _claim_class(c)
+            shown = verdict.upper()
+            if verdict.strip().lower() == NO_PRACTICAL_DIFFERENCE and record_reads(dict(c)):
+                shown += f" ({record_reads(dict(c))})"
             prov = str(c.get("provenance", "")).strip("[]")
-            line = (f"- {marks[cls]} **{_md_escape(c.get('id', ''))}** ({prov}): **{verdict.upper()}**. "
+            line = (f"- {marks[cls]} **{_md_escape(c.get('id', ''))}** ({prov}): **{shown}**. "
                     f"{_md_escape(str(c.get('statement', '')).rstrip('.'))}.")
             evidence = _interval_text(c) or format_measured(c.get("measured", ""))
             if evidence:

@@ -6,6 +6,10 @@ notebooks wrote (``<figures dir>/claims/<notebook>.json``). Verdict words match 
 - theorems: "holds" / "VIOLATED";
 - empirical claims: "supported" / "contradicted" / "inconclusive"; a contradicted **[derived]**
   claim is "contradicted (our conjecture)": our own conjecture fails, not a paper claim;
+- a claim with a registered practical-equivalence margin may also read "no practical difference",
+  labelled with how it reads: "(against the paper)" / "(for the paper)", or "(against our
+  conjecture)" / "(for our conjecture)" for a [derived] one; coloured as a contradiction or a
+  support, since that is what it decides. The "margin" column shows the registered margin;
 - a registered claim that no record holds: "not evaluated".
 
 :func:`ledger_markdown` renders one table per notebook with left-aligned statements and numbers that
@@ -25,12 +29,20 @@ from pathlib import Path
 from typing import Any
 
 from lqtheory.analysis.stats import Interval
+from lqtheory.common.vocabulary import NO_PRACTICAL_DIFFERENCE
 from lqtheory.workbench.claims import RegisteredClaim
-from lqtheory.workbench.records import read_claims
+from lqtheory.workbench.records import READS_AGAINST, READS_FOR, read_claims, record_reads
 
 NOT_EVALUATED = "not evaluated"
-VERDICT_LABELS = ("holds", "VIOLATED", "supported", "contradicted", "contradicted (our conjecture)",
-                  "inconclusive", NOT_EVALUATED)
+NPD_AGAINST = f"{NO_PRACTICAL_DIFFERENCE} (against the paper)"
+NPD_FOR = f"{NO_PRACTICAL_DIFFERENCE} (for the paper)"
+NPD_AGAINST_OURS = f"{NO_PRACTICAL_DIFFERENCE} (against our conjecture)"
+NPD_FOR_OURS = f"{NO_PRACTICAL_DIFFERENCE} (for our conjecture)"
+VERDICT_LABELS = ("holds", "VIOLATED", "supported", NPD_FOR, NPD_FOR_OURS, "contradicted", NPD_AGAINST,
+                  "contradicted (our conjecture)", NPD_AGAINST_OURS, "inconclusive", NOT_EVALUATED)
+#: labels that read for / against the claim (the colour and the counts of good and bad news)
+POSITIVE_LABELS = ("holds", "supported", NPD_FOR, NPD_FOR_OURS)
+NEGATIVE_LABELS = ("VIOLATED", "contradicted", NPD_AGAINST, "contradicted (our conjecture)", NPD_AGAINST_OURS)
 # colours of the HTML rendering (background, text)
 VERDICT_COLOURS = {
     "holds": ("#dff0d8", "#1e5e1e"),
@@ -38,6 +50,10 @@ VERDICT_COLOURS = {
     "VIOLATED": ("#b00020", "#ffffff"),
     "contradicted": ("#f8d7da", "#8a1c24"),
     "contradicted (our conjecture)": ("#fde8cc", "#7a4100"),
+    NPD_FOR: ("#dff0d8", "#1e5e1e"),
+    NPD_FOR_OURS: ("#dff0d8", "#1e5e1e"),
+    NPD_AGAINST: ("#f8d7da", "#8a1c24"),
+    NPD_AGAINST_OURS: ("#fde8cc", "#7a4100"),
     "inconclusive": ("#fff3cd", "#6b5300"),
     NOT_EVALUATED: ("#e9ecef", "#495057"),
 }
@@ -48,24 +64,49 @@ LEGEND = [
     ("contradicted", "a [paper] claim whose 95% interval lies on the other side: the paper's claim does not "
                      "reproduce at this scale"),
     ("contradicted (our conjecture)", "a [derived] claim (a conjecture of this project) contradicted the same way"),
+    (NO_PRACTICAL_DIFFERENCE, "the claim registers a practical-equivalence margin (the 'margin' column, in the "
+                              "metric's units) and the whole 95% interval lies within it of the threshold: the "
+                              "difference is too small to matter. For an ordering claim ('A beats B') that "
+                              "reads against it, for a 'does not beat' claim for it; the label says which"),
     ("inconclusive", "the interval covers the threshold: this scale cannot decide; 'to decide' gives the "
                      "seeds (or units) an interval with the observed spread would need"),
     (NOT_EVALUATED, "registered in notebooks/claims.toml but not recorded by its notebook at this profile"),
 ]
-COLUMNS = ["notebook", "id", "provenance", "kind", "statement", "verdict", "measured", "threshold", "n",
-           "to decide", "evidence", "metric", "mean", "lo", "hi", "direction", "threshold_value", "seeds_needed"]
-SHOWN = ["id", "provenance", "statement", "verdict", "measured", "threshold", "n", "to decide", "evidence"]
+COLUMNS = ["notebook", "id", "provenance", "kind", "statement", "verdict", "measured", "threshold", "margin", "n",
+           "to decide", "evidence", "metric", "mean", "lo", "hi", "direction", "threshold_value", "margin_value",
+           "equivalence", "reads", "seeds_needed"]
+SHOWN = ["id", "provenance", "statement", "verdict", "measured", "threshold", "margin", "n", "to decide",
+         "evidence"]
 
 _NBSP, _NBHYPHEN = "\u00a0", "\u2011"
 
 
-def verdict_label(kind: str, verdict: str, provenance: str) -> str:
-    """The ledger's word for a recorded verdict, given the claim's kind and provenance."""
+def verdict_label(kind: str, verdict: str, provenance: str, reads: str = "") -> str:
+    """The ledger's word for a recorded verdict, given the claim's kind and provenance.
+
+    ``reads`` (the record's reading, :func:`lqtheory.workbench.records.record_reads`) labels a
+    "no practical difference": against / for the paper, or our conjecture for a [derived] claim.
+    """
     if kind == "theorem":
         return {"holds": "holds", "violated": "VIOLATED", "does not hold": "VIOLATED"}.get(verdict, verdict)
     if verdict == "contradicted":
         return "contradicted" if provenance == "paper" else "contradicted (our conjecture)"
+    if verdict == NO_PRACTICAL_DIFFERENCE:
+        ours = provenance != "paper"
+        if reads == READS_FOR:
+            return NPD_FOR_OURS if ours else NPD_FOR
+        if reads == READS_AGAINST:
+            return NPD_AGAINST_OURS if ours else NPD_AGAINST
     return verdict
+
+
+def label_class(label: str) -> str:
+    """``"positive"``, ``"negative"``, ``"open"`` (inconclusive) or ``"none"`` (not evaluated) for a label."""
+    if label in POSITIVE_LABELS:
+        return "positive"
+    if label in NEGATIVE_LABELS:
+        return "negative"
+    return "none" if label == NOT_EVALUATED else "open"
 
 
 def _interval(record: dict) -> Interval | None:
@@ -128,12 +169,14 @@ def ledger_frame(folder: str | os.PathLike, notebooks: Iterable[str], registry: 
             row = {"notebook": name, "id": claim.id, "provenance": f"[{claim.provenance}]", "kind": claim.kind,
                    "statement": claim.statement, "metric": claim.metric or "", "direction": claim.direction or "",
                    "threshold": claim.relation or "", "threshold_value": claim.threshold,
-                   "measured": "", "n": "", "to decide": "", "evidence": "", "mean": None, "lo": None, "hi": None,
-                   "seeds_needed": None}
+                   "margin": claim.margin_text, "margin_value": claim.margin, "equivalence": claim.equivalence or "",
+                   "reads": "", "measured": "", "n": "", "to decide": "", "evidence": "", "mean": None, "lo": None,
+                   "hi": None, "seeds_needed": None}
             if rec is None:
                 row["verdict"] = NOT_EVALUATED
             else:
-                row["verdict"] = verdict_label(claim.kind, rec["verdict"], claim.provenance)
+                row["reads"] = record_reads(rec)
+                row["verdict"] = verdict_label(claim.kind, rec["verdict"], claim.provenance, row["reads"])
                 row["evidence"] = _evidence(rec)
                 iv = _interval(rec)
                 if iv is not None:
@@ -165,7 +208,7 @@ def _whole_numbers(text: str) -> str:
 
 def _display(frame):
     out = frame[SHOWN].copy()
-    for col in ("measured", "threshold", "n", "to decide"):
+    for col in ("measured", "threshold", "margin", "n", "to decide"):
         out[col] = [_no_break(v) for v in out[col]]
     out["evidence"] = [_whole_numbers(v) for v in out["evidence"]]
     return out
@@ -203,6 +246,6 @@ def ledger_styler(frame):
     styler = styler.set_uuid("claims-ledger").set_table_styles([
         {"selector": "th", "props": "text-align: left; vertical-align: bottom"},
         {"selector": "td", "props": "text-align: left; vertical-align: top"},
-    ]).set_properties(subset=["measured", "threshold", "n", "to decide", "verdict", "id"],
+    ]).set_properties(subset=["measured", "threshold", "margin", "n", "to decide", "verdict", "id"],
                       **{"white-space": "nowrap"})
     return styler

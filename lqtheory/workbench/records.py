@@ -10,14 +10,51 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lqtheory.common.vocabulary import NO_PRACTICAL_DIFFERENCE
+
 __all__ = [
+    "READS_AGAINST",
+    "READS_FOR",
     "collect_claims",
     "read_claims",
+    "reads",
     "record_json_text",
+    "record_reads",
 ]
+
+#: How an empirical verdict reads for the claim (the record's ``reads``): supported reads for it,
+#: contradicted against it, inconclusive neither (""); "no practical difference" reads as the
+#: registry's ``equivalence`` says ("supports": for, "contradicts": against).
+READS_FOR = "for the paper"
+READS_AGAINST = "against the paper"
+
 
 def record_json_text(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def reads(verdict: str, equivalence: str | None = None) -> str:
+    """:data:`READS_FOR`, :data:`READS_AGAINST` or "" for an empirical ``verdict`` (see above)."""
+    if verdict == "supported":
+        return READS_FOR
+    if verdict == "contradicted":
+        return READS_AGAINST
+    if verdict == NO_PRACTICAL_DIFFERENCE:
+        return READS_FOR if equivalence == "supports" else READS_AGAINST
+    return ""
+
+
+def record_reads(claim: dict) -> str:
+    """How a recorded claim reads: its ``reads`` field, or (older records) derived from its verdict.
+
+    A theorem reads neither way (""): it holds or is violated.
+    """
+    if claim.get("kind") == "theorem":
+        return ""
+    recorded = claim.get("reads")
+    if recorded in (READS_FOR, READS_AGAINST, ""):
+        return recorded
+    return reads(str(claim.get("verdict", "")), claim.get("equivalence"))
 
 
 def read_claims(path: str | os.PathLike) -> dict:

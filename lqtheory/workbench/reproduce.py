@@ -9,8 +9,9 @@ otherwise). A notebook whose inputs are unchanged (its source cells, the paramet
 the other notebooks' claims files) is skipped unless ``--force``.
 
 Exit code: 0 when every notebook ran and every theorem claim holds; 1 when a notebook failed or a
-theorem claim is violated (or, with ``--strict``, an empirical claim of the paper is contradicted; a
-contradicted [derived] conjecture or an inconclusive claim never fails the run); 2 for a
+theorem claim is violated (or, with ``--strict``, an empirical claim of the paper is contradicted, or
+reads "no practical difference" against the paper within its registered margin; a contradicted
+[derived] conjecture or an inconclusive claim never fails the run); 2 for a
 usage error found before anything ran (unknown notebook, unknown parameter, malformed notebook).
 
 Grids of runs: one Dask cluster serves the whole reproduction. Unless ``--scheduler`` (or
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from lqtheory.common.environment import patched_environ
-from lqtheory.common.vocabulary import ENV_BANK_SIZE, ENV_FIGURES, PROFILES
+from lqtheory.common.vocabulary import ENV_BANK_SIZE, ENV_FIGURES, NO_PRACTICAL_DIFFERENCE, PROFILES
 from lqtheory.engine.device import resolve_device
 from lqtheory.runs.grid.cluster import SharedCluster, gpu_count
 from lqtheory.runs.grid.options import add_executor_arguments
@@ -50,7 +51,7 @@ from lqtheory.workbench.execution import Console, Outcome, Task, kernel_environm
 from lqtheory.workbench.linter import check_notebook
 from lqtheory.workbench.parameters import coerce_override, literal_value, papermill_parameters, parameters_cell
 from lqtheory.workbench.paths import claims_path, figures_dir, is_aggregator, repo_root
-from lqtheory.workbench.records import read_claims
+from lqtheory.workbench.records import READS_AGAINST, READS_FOR, read_claims, record_reads
 from lqtheory.workbench.report import build_report, default_report_path
 
 USAGE_ERROR = 2
@@ -164,8 +165,25 @@ def preflight(paths: Sequence[Path], parameters: dict[str, Any]) -> None:
         raise UsageError("\n  ".join(["notebook check failed:", *problems]))
 
 
+def _reads_against(claim: dict) -> bool:
+    """A contradicted claim, or a "no practical difference" that reads against the claim."""
+    return claim["verdict"] == "contradicted" or (claim["verdict"] == NO_PRACTICAL_DIFFERENCE
+                                                   and record_reads(claim) == READS_AGAINST)
+
+
+def _verdict_word(claim: dict) -> str:
+    """The summary's word: the verdict, with how a "no practical difference" reads (for / against the
+    paper, or our conjecture for a [derived] claim)."""
+    if claim["verdict"] != NO_PRACTICAL_DIFFERENCE:
+        return claim["verdict"]
+    side = "for" if record_reads(claim) == READS_FOR else "against"
+    whose = "the paper" if claim.get("provenance") == "paper" else "our conjecture"
+    return f"{NO_PRACTICAL_DIFFERENCE} ({side} {whose})"
+
+
 def _claims_summary(name: str, path: Path) -> tuple[str, list[dict], list[dict]]:
-    """``"T/T hold; S supported, C contradicted, I inconclusive"``, the violated theorems, the contradicted claims."""
+    """``"T/T hold; S supported, C contradicted, I inconclusive"``, the violated theorems, the claims read
+    against (contradicted, or no practical difference against the claim)."""
     try:
         claims = read_claims(path)["claims"]
     except (OSError, ValueError):
@@ -175,12 +193,15 @@ def _claims_summary(name: str, path: Path) -> tuple[str, list[dict], list[dict]]
     theorems = [c for c in claims if c["kind"] == "theorem"]
     empirical = [c for c in claims if c["kind"] == "empirical"]
     broken = [c for c in theorems if c["verdict"] != "holds"]
-    contradicted = [c for c in empirical if c["verdict"] == "contradicted"]
+    contradicted = [c for c in empirical if _reads_against(c)]
     parts = []
     if theorems:
         parts.append(f"{len(theorems) - len(broken)}/{len(theorems)} hold")
     if empirical:
-        counts = {v: sum(c["verdict"] == v for c in empirical) for v in ("supported", "contradicted", "inconclusive")}
+        npd = [f"{NO_PRACTICAL_DIFFERENCE} ({side} {whose})" for side in ("for", "against")
+               for whose in ("the paper", "our conjecture")]
+        words = ("supported", *npd[:2], "contradicted", *npd[2:], "inconclusive")
+        counts = {v: sum(_verdict_word(c) == v for c in empirical) for v in words}
         parts.append(", ".join(f"{n} {v}" for v, n in counts.items() if n))
     return "; ".join(parts), broken, contradicted
 
@@ -220,7 +241,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--jobs", "-j", type=int, default=1, help="notebooks run in parallel (default: 1)")
     parser.add_argument("--force", action="store_true", help="ignore the cache and run every selected notebook")
     parser.add_argument("--strict", action="store_true",
-                        help="also fail when an empirical claim of the paper is contradicted")
+                        help="also fail when an empirical claim of the paper is contradicted (or reads "
+                             "'no practical difference' against the paper within its registered margin)")
     parser.add_argument("--list", action="store_true", help="list the notebooks and their parameters, then exit")
     parser.add_argument("--timeout", type=float, default=None, help="per-cell time limit in seconds (default: none)")
     parser.add_argument("--update-notebooks", action="store_true",
@@ -390,14 +412,25 @@ def _run(args: argparse.Namespace, out) -> int:
     for name, c in broken:
         print(f"theorem VIOLATED: {name} [{c['id']}] {c['statement']} ({c['measured']})", file=out)
     for name, c in contradicted:
-        what = "contradicted [paper]" if c["provenance"] == "paper" else "contradicted (our conjecture) [derived]"
+        ours = c["provenance"] != "paper"
+        if c["verdict"] == NO_PRACTICAL_DIFFERENCE:
+            what = f"{_verdict_word(c)} [{'derived' if ours else 'paper'}]"
+        else:
+            what = "contradicted (our conjecture) [derived]" if ours else "contradicted [paper]"
         print(f"{what}: {name} [{c['id']}] {c['statement']} ({c['measured']})", file=out)
-    # Exit code: a violated theorem is a bug; a contradicted paper claim fails only with --strict; a
-    # contradicted [derived] conjecture of ours and an inconclusive claim are findings, never failures.
+    # Exit code: a violated theorem is a bug; a paper claim read against (contradicted, or no practical
+    # difference against an ordering claim) fails only with --strict; a [derived] conjecture of ours read
+    # against and an inconclusive claim are findings, never failures.
     code = 1 if failed or broken or (args.strict and paper) else 0
+
+    def by_equivalence(found: list) -> str:
+        k = sum(c["verdict"] == NO_PRACTICAL_DIFFERENCE for _, c in found)
+        return f" ({k} of them by {NO_PRACTICAL_DIFFERENCE})" if k else ""
+
+    ours = [(n, c) for n, c in contradicted if c["provenance"] != "paper"]
     print(f"{total - len(failed)}/{total} notebook(s) ok, {len(failed)} failed; {len(broken)} theorem claim(s) "
-          f"violated, {len(paper)} paper claim(s) contradicted, {len(contradicted) - len(paper)} derived "
-          f"conjecture(s) contradicted; executed copies in {build}", file=out)
+          f"violated, {len(paper)} paper claim(s) contradicted{by_equivalence(paper)}, {len(ours)} derived "
+          f"conjecture(s) contradicted{by_equivalence(ours)}; executed copies in {build}", file=out)
     if not args.update_notebooks:
         print(f"figures and tables: {figures}", file=out)
     if getattr(args, "report", None) and not args.update_notebooks:

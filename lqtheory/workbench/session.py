@@ -30,11 +30,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from lqtheory.analysis.stats import Interval, mean_interval, seeds_needed, three_way
+from lqtheory.analysis.stats import Interval, four_way, mean_interval, seeds_to_decide
 from lqtheory.common.atomic import atomic_write_bytes, atomic_write_text
 from lqtheory.common.digests import sha256_hex
 from lqtheory.common.formatting import FLOATFMT, formatted_frame, latex_table, markdown_table, table_html
-from lqtheory.common.vocabulary import ENV_PROGRESS
+from lqtheory.common.vocabulary import ENV_PROGRESS, NO_PRACTICAL_DIFFERENCE
 from lqtheory.engine.device import resolve_device, set_determinism
 from lqtheory.workbench import claims as registry_module
 from lqtheory.workbench.batch import injected_cells, is_batch, wants_progress
@@ -48,7 +48,7 @@ from lqtheory.workbench.parameters import (
     coerce_override,
 )
 from lqtheory.workbench.paths import figures_dir
-from lqtheory.workbench.records import record_json_text
+from lqtheory.workbench.records import reads, record_json_text
 
 __all__ = [
     "Saved",
@@ -315,11 +315,15 @@ class Session:
         Give ``samples`` (one value of the registered metric per seed: a Student-t interval of their
         mean, :func:`lqtheory.analysis.stats.mean_interval`) or ``interval`` (a
         :class:`lqtheory.analysis.stats.Interval`, e.g. a paired or bootstrap interval). The verdict
-        against the registered threshold and direction is three-way
-        (:func:`lqtheory.analysis.stats.three_way`): "supported", "contradicted" or "inconclusive"; for an
-        inconclusive one the record says how many samples would decide it
-        (:func:`lqtheory.analysis.stats.seeds_needed`). ``measured`` is extra evidence for the record
-        and line.
+        against the registered threshold and direction (:func:`lqtheory.analysis.stats.four_way`) is
+        "supported", "contradicted" or "inconclusive", or, for a claim that registers a margin,
+        "no practical difference" when the whole interval lies within the margin of the threshold.
+        The record keeps the margin, its ``equivalence`` and rationale, and ``reads``: "for the paper"
+        (supported; no practical difference with equivalence "supports"), "against the paper"
+        (contradicted; no practical difference with equivalence "contradicts") or "" (inconclusive);
+        ``holds`` is True when it reads for the claim. For an inconclusive one the record says how many
+        samples would decide it (:func:`lqtheory.analysis.stats.seeds_to_decide`: excluding the
+        threshold, or fitting the margin). ``measured`` is extra evidence for the record and line.
         Never raises on a contradicted claim: that is a finding, not a bug.
         """
         claim = self._registered(claim_id, "empirical")
@@ -329,18 +333,24 @@ class Session:
             interval = mean_interval(samples)
         elif not isinstance(interval, Interval):
             raise TypeError(f"interval must be a lqtheory.analysis.stats.Interval, got {type(interval).__name__}")
-        verdict = three_way(interval, claim.threshold, claim.direction)
-        needed = seeds_needed(interval, claim.threshold, interval.level) if verdict == "inconclusive" else None
+        verdict = four_way(interval, claim.threshold, claim.direction, claim.margin)
+        needed = seeds_to_decide(interval, claim.threshold, claim.direction, claim.margin) \
+            if verdict == "inconclusive" else None
+        reading = reads(verdict, claim.equivalence)
         extra = format_evidence(measured)
         over = claim.over[:-1] if interval.n == 1 and claim.over.endswith("s") else claim.over  # "n=1 seed"
-        summary = f"{interval}, threshold {claim.relation}, n={interval.n} {over}"
+        margin = f", margin {claim.margin_text}" if claim.margin is not None else ""
+        summary = f"{interval}, threshold {claim.relation}{margin}, n={interval.n} {over}"
         entry = {"id": claim.id, "statement": claim.statement, "provenance": claim.provenance, "kind": claim.kind,
                  "measured": f"{claim.metric}: {summary}" + (f"; {extra}" if extra else ""),
-                 "holds": verdict == "supported",
+                 "holds": verdict == "supported" or (verdict == NO_PRACTICAL_DIFFERENCE
+                                                     and claim.equivalence == "supports"),
                  "verdict": verdict, "metric": claim.metric, "threshold": claim.threshold,
                  "direction": claim.direction, "interval": interval.to_dict(), "over": claim.over, "evidence": extra,
-                 "seeds_needed": needed}
-        line = f"[{claim.id}] {verdict.upper()} — {claim.statement} (measured {summary})"
+                 "seeds_needed": needed, "margin": claim.margin, "equivalence": claim.equivalence,
+                 "margin_rationale": claim.margin_rationale, "reads": reading}
+        shown = verdict.upper() + (f" ({reading})" if verdict == NO_PRACTICAL_DIFFERENCE else "")
+        line = f"[{claim.id}] {shown} — {claim.statement} (measured {summary})"
         if extra:
             line += f" [{extra}]"
         self._record_claim(entry, line)

@@ -47,7 +47,8 @@ MATH_ELEMENT_RE = re.compile(r"<math\b[^>]*alttext=\"([^\"]*)\"[^>]*>.*?</math>"
 INTERACTIVE_PARAGRAPHS = ("**Running it.**", "**Profiles and time.**", "**Profiles.**", "**Time and profiles.**")
 # printed lines that are machinery, not results: the setup line and the claims' verdict lines
 LOG_LINE_RES = (re.compile(r"^\d\d_[A-Za-z0-9_]+: profile \w+, seed \d+"),
-                re.compile(r"^\[[^\]\s]+\] (HOLDS|VIOLATED|SUPPORTED|CONTRADICTED|INCONCLUSIVE)\b"))
+                re.compile(r"^\[[^\]\s]+\] (HOLDS|VIOLATED|SUPPORTED|CONTRADICTED|INCONCLUSIVE|NO PRACTICAL "
+                           r"DIFFERENCE)\b"))
 # library warnings that reach stdout/stderr despite the notebooks' filters (torch_pruning prints)
 WARNING_PATTERNS = (re.compile(r"No positional inputs found for a module"),
                     re.compile(r"^\s*\S*(Warning|warnings\.warn)\b.*"),
@@ -452,8 +453,10 @@ network).</p></nav>
 <section class="notebook" id="claims-ledger"><h1>Claims ledger</h1>
 <p>Every claim the notebooks of this run recorded, grouped by notebook: the statement and its provenance
 ([paper]: quoted from the papers; [derived]: proved or conjectured in this project), the verdict, the measured
-mean with its 95% interval against the registered threshold, the margin by which the interval clears the
-threshold on the claimed side (negative: it does not), and what n counts.{csv_note}</p>
+mean with its 95% interval against the registered threshold, how far the interval clears the threshold on the
+claimed side (negative: it does not), the practical-equivalence margin a comparative claim registered (an
+interval wholly within it of the threshold reads <em>no practical difference</em>), and what n
+counts.{csv_note}</p>
 {no_record_note}{front.ledger_table(rows, titles, profile)}</section>
 </main></body></html>
 """

@@ -5,7 +5,8 @@ completed by the registry (``notebooks/claims.toml``) for the claims no notebook
 is typed by hand. The abstract names the papers, says what was run and gives the verdict of every
 empirical **[paper]** claim with its 95% interval against its registered threshold. The ledger is one
 table, grouped by notebook, with the columns a reader needs at a 1,280 px window: statement, verdict
-(never cut off), measured mean and interval, threshold, margin, n.
+(never cut off), measured mean and interval, threshold, how far the interval clears it, the
+registered practical-equivalence margin (comparative claims), n.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lqtheory.workbench.claims import load_registry
-from lqtheory.workbench.ledger import NOT_EVALUATED, VERDICT_LABELS, verdict_label
+from lqtheory.workbench.ledger import NOT_EVALUATED, VERDICT_LABELS, label_class, verdict_label
 from lqtheory.workbench.manuscript.tables import format_value
+from lqtheory.workbench.records import record_reads
 
 PAPERS = ("W. Yang, G. Wang, J. Ding, Y. Yang, <em>A Theoretical Understanding of Neural Network Compression "
           "from Sparse Linear Approximation</em> (arXiv 2206.05604), and E. Diao et al., <em>Pruning Deep Neural "
@@ -30,8 +32,9 @@ PROFILE_MEANING = {
                "reported in <code>figures/</code>",
     "paper": "the <code>paper</code> profile: the papers' own scale, meant for a GPU",
 }
-VERDICT_CLASS = {"holds": "positive", "supported": "positive", "VIOLATED": "negative", "contradicted": "negative",
-                 "contradicted (our conjecture)": "negative", "inconclusive": "open", "not evaluated": "none"}
+# the class (colour) of every ledger label: for the claim positive, against it negative (a "no practical
+# difference" by how it reads), inconclusive open, not evaluated none
+VERDICT_CLASS = {label: label_class(label) for label in VERDICT_LABELS}
 
 
 @dataclass
@@ -50,6 +53,7 @@ class LedgerRow:
     direction: str | None = None
     evidence: str = ""
     record_profile: str | None = None  # the profile the notebook's claims record was written at
+    margin: float | None = None  # the registered practical-equivalence margin (comparative claims)
 
     @property
     def relation(self) -> str:
@@ -58,7 +62,7 @@ class LedgerRow:
         return f"{'>' if self.direction == 'above' else '<'} {self.threshold:g}".replace("-", "−")
 
     @property
-    def margin(self) -> float | None:
+    def clearance(self) -> float | None:
         """How far the interval lies on the claimed side of the threshold (negative: it does not)."""
         if self.threshold is None or self.lo is None or self.hi is None:
             return None
@@ -103,9 +107,9 @@ def read_ledger(figures_dir: Path | None, notebooks: list[str],
         for c in record.get("claims", []):
             kind, provenance = str(c.get("kind", "")), str(c.get("provenance", "")).strip("[]")
             row = LedgerRow(name, str(c.get("id", "")), str(c.get("statement", "")), provenance, kind,
-                            verdict_label(kind, str(c.get("verdict", "")), provenance),
+                            verdict_label(kind, str(c.get("verdict", "")), provenance, record_reads(c)),
                             threshold=_number(c.get("threshold")), direction=c.get("direction"),
-                            record_profile=record.get("profile"),
+                            record_profile=record.get("profile"), margin=_number(c.get("margin")),
                             evidence=str(c.get("measured", "")) if kind == "theorem" else str(c.get("evidence", "")))
             iv = c.get("interval")
             if isinstance(iv, dict) and iv.get("mean") is not None:
@@ -125,7 +129,8 @@ def read_ledger(figures_dir: Path | None, notebooks: list[str],
         if claim.notebook in notebooks and claim.notebook not in missing and claim.id not in seen \
                 and (profile is None or profile in claim.profiles):
             rows.append(LedgerRow(claim.notebook, claim.id, claim.statement, claim.provenance, claim.kind,
-                                  NOT_EVALUATED, threshold=claim.threshold, direction=claim.direction))
+                                  NOT_EVALUATED, threshold=claim.threshold, direction=claim.direction,
+                                  margin=claim.margin))
     order = {name: k for k, name in enumerate(notebooks)}
     rows.sort(key=lambda r: order.get(r.notebook, len(order)))  # stable: record order within a notebook
     return rows, missing
@@ -170,7 +175,10 @@ def title_block(profile: str | None, n_notebooks: int, n_figures: int, rows: lis
 {meaning}; they made {n_figures} figures and recorded {len(rows)} claims: {html.escape(count_text)}.
 {theorem_text}{other_text} Empirical claims are decided from a 95% interval against a threshold registered before
 the measurement: <em>supported</em> when the interval lies on the claimed side, <em>contradicted</em>
-when it lies on the other side, <em>inconclusive</em> when it covers the threshold.</p>
+when it lies on the other side, <em>inconclusive</em> when it covers the threshold. A comparative claim also
+registers a practical-equivalence margin: an interval wholly within it of the threshold reads <em>no practical
+difference</em>, which decides an ordering claim against the paper and a &#8220;does not beat&#8221; claim for
+it.</p>
 {f'<p>The papers&#8217; empirical claims:</p><ul class="headline">{items}</ul>' if items else ""}
 </section></header>"""
 
@@ -179,10 +187,10 @@ def ledger_table(rows: list[LedgerRow], notebook_titles: dict[str, str], profile
     """The ledger as one table grouped by notebook (a record of another profile than ``profile`` flagged)."""
     if not rows:
         return '<p class="missing">No claims records were found.</p>'
-    cols = "".join(f'<col style="width: {w}%">' for w in (11, 34, 12, 18, 8, 8, 9))
+    cols = "".join(f'<col style="width: {w}%">' for w in (10, 31, 13, 17, 7, 7, 7, 8))
     head = ("<tr><th class=\"id\">claim</th><th class=\"statement\">statement</th><th class=\"verdict\">verdict</th>"
             "<th class=\"num\">measured: mean [95% interval]</th><th class=\"num\">threshold</th>"
-            "<th class=\"num\">margin</th><th class=\"num\">n</th></tr>")
+            "<th class=\"num\">clears by</th><th class=\"num\">margin</th><th class=\"num\">n</th></tr>")
     body, current = [], None
     for r in rows:
         if r.notebook != current:
@@ -190,9 +198,10 @@ def ledger_table(rows: list[LedgerRow], notebook_titles: dict[str, str], profile
             title = notebook_titles.get(r.notebook, r.notebook)
             if profile and r.record_profile and r.record_profile != profile:
                 title += f' <span class="missing">(record of profile {html.escape(r.record_profile)})</span>'
-            body.append(f'<tr class="group"><th colspan="7"><a href="#section-{html.escape(r.notebook)}">'
+            body.append(f'<tr class="group"><th colspan="8"><a href="#section-{html.escape(r.notebook)}">'
                         f'{title}</a> <span class="source">{html.escape(r.notebook)}</span></th></tr>')
-        margin = r.margin
+        clearance = r.clearance
+        margin = "" if r.margin is None else "±" + format_value(r.margin)
         # a theorem's evidence is what it measured; an empirical claim's is a note beside its interval
         measured = html.escape(r.interval_text()) if r.mean is not None else \
             f'<span class="evidence">{html.escape(r.evidence)}</span>'
@@ -202,7 +211,8 @@ def ledger_table(rows: list[LedgerRow], notebook_titles: dict[str, str], profile
             f'<td class="statement">{html.escape(r.statement)} <span class="provenance">[{html.escape(r.provenance)}]'
             f"</span>{evidence}</td><td class=\"verdict\">{_verdict(r.verdict)}</td>"
             f'<td class="num">{measured}</td><td class="num">{html.escape(r.relation)}</td>'
-            f'<td class="num nowrap">{html.escape(format_value(margin)) if margin is not None else ""}</td>'
+            f'<td class="num nowrap">{html.escape(format_value(clearance)) if clearance is not None else ""}</td>'
+            f'<td class="num nowrap">{html.escape(margin)}</td>'
             f'<td class="num">{html.escape(r.n)}</td></tr>')
     return (f'<table class="ledger"><colgroup>{cols}</colgroup><thead>{head}</thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
