@@ -48,7 +48,8 @@ def test_a_malformed_opt_out_is_an_error():
 @needs_x86
 def test_importing_lqtheory_pins_this_process():
     assert kernel_pins() == {"pinned": True, **KERNEL_PINS}
-    out = subprocess.run([sys.executable, "-c", "import lqtheory, torch; print(torch.backends.cpu.get_cpu_capability())"],
+    probe = "import lqtheory, torch; print(torch.backends.cpu.get_cpu_capability())"
+    out = subprocess.run([sys.executable, "-c", probe],
                          env={**os.environ, **EMULATED}, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "AVX2"  # the emulated "default" is overridden
 
