@@ -389,7 +389,7 @@ def test_concurrent_prune_processes_compute_a_run_once(tmp_path):
     res = load_run(cfg.run_dir(out))
     assert res.complete and len(res.records) == 3 and not claim_path.exists()
     assert {p.name for p in cfg.run_dir(out).iterdir() if not p.name.startswith(".")} == {
-        "config.json", "checkpoint.pt", "results.json", "mask_0.pt", "mask_1.pt", "mask_2.pt"}
+        "config.json", "checkpoint.pt", "results.json", "timings.json", "mask_0.pt", "mask_1.pt", "mask_2.pt"}
 
 
 def test_concurrent_processes_train_a_dense_model_once(tmp_path):
